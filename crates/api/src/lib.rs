@@ -1,0 +1,19 @@
+//! The vocabulary every tickstream crate speaks, and the contract between the gateway and the engine.
+//!
+//! Layout:
+//! - [`ticker`]: validated ticker symbols ([`Ticker`]), a `Copy` value that never allocates;
+//! - [`tick`]: one price update ([`Tick`]) with its JSON encoding computed once, at creation;
+//! - [`session`]: session ids and what a client may learn about a session;
+//! - [`service`]: [`MonitoringService`], the seam the gateway calls. The engine implements it
+//!   in-process today; a gRPC client (`RealTimePriceMonitoringService`) implements it later, so the
+//!   gateway never depends on where the engine runs.
+
+pub mod service;
+pub mod session;
+pub mod tick;
+pub mod ticker;
+
+pub use service::{CloseReason, MonitoringService, ServiceError, SessionEvent, StartRequest};
+pub use session::{SessionId, SessionInfo, SessionState};
+pub use tick::{SharedTick, Tick, TickError, now_ms};
+pub use ticker::{Ticker, TickerError, normalize_tickers};

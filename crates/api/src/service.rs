@@ -1,0 +1,103 @@
+//! The monitoring service: the only way the gateway talks to the engine.
+//!
+//! It mirrors the gRPC service `RealTimePriceMonitoringService`: [`MonitoringService::start_monitoring`]
+//! is `StartPriceMonitoring`, [`MonitoringService::stream_price_updates`] is `StreamPriceUpdates`, and
+//! the rest is what the WebSocket contract needs besides (ending a session, changing its tickers,
+//! ingesting prices).
+
+use std::future::Future;
+
+use futures::Stream;
+
+use crate::{SessionId, SessionInfo, SharedTick, Tick, Ticker};
+
+/// A request to create a session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartRequest {
+    /// Normalised tickers (see [`crate::normalize_tickers`]).
+    pub tickers: Vec<Ticker>,
+    /// Cap on messages per second for this session's stream.
+    pub max_rate_hz: Option<f64>,
+}
+
+/// One item of a session's update stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionEvent {
+    /// Latest known prices: the whole session on attach, or just the newly added tickers after a
+    /// ticker change. Always the first event of a stream.
+    Snapshot(Vec<SharedTick>),
+    /// Every ticker that changed since the previous event, each at most once, latest value.
+    Prices(Vec<SharedTick>),
+    /// The stream is over; the last item.
+    Closed(CloseReason),
+}
+
+/// Why the engine ended a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A newer stream attached to the same session.
+    Replaced,
+    /// The session was deleted or expired.
+    SessionEnded,
+    /// The engine is shutting down.
+    ShuttingDown,
+}
+
+/// Errors of the monitoring service; each variant tells the caller what to answer.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ServiceError {
+    #[error("session not found or expired")]
+    SessionNotFound,
+    #[error("a session needs at least one ticker")]
+    NoTickers,
+    #[error("too many tickers: at most {max} per session")]
+    TooManyTickers { max: usize },
+    #[error("max_rate_hz must be a number greater than 0 and at most {max}")]
+    InvalidRate { max: f64 },
+    #[error("session limit reached ({max} sessions)")]
+    SessionLimit { max: usize },
+    #[error("symbol limit reached: this node tracks at most {max} distinct tickers")]
+    SymbolLimit { max: usize },
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What the gateway needs from the engine.
+///
+/// Implementations must be cheap to call concurrently: the gateway calls them from every
+/// connection task.
+pub trait MonitoringService: Send + Sync + 'static {
+    /// A session's update stream. Dropping it detaches the session.
+    type Updates: Stream<Item = SessionEvent> + Send + Unpin + 'static;
+
+    /// Creates a session (`StartPriceMonitoring`).
+    fn start_monitoring(
+        &self,
+        req: StartRequest,
+    ) -> impl Future<Output = Result<SessionInfo, ServiceError>> + Send;
+
+    /// Describes a live session.
+    fn session(&self, id: SessionId) -> impl Future<Output = Result<SessionInfo, ServiceError>> + Send;
+
+    /// Ends a session; its stream, if any, ends with [`CloseReason::SessionEnded`].
+    fn end_session(&self, id: SessionId) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    /// Attaches a stream to a session (`StreamPriceUpdates`), replacing any stream already
+    /// attached (which ends with [`CloseReason::Replaced`]). The first event is a snapshot.
+    fn stream_price_updates(
+        &self,
+        id: SessionId,
+    ) -> impl Future<Output = Result<Self::Updates, ServiceError>> + Send;
+
+    /// Adds and removes tickers; returns the session's whole set. Newly added tickers are followed
+    /// by a [`SessionEvent::Snapshot`] of them on the attached stream.
+    fn update_tickers(
+        &self,
+        id: SessionId,
+        add: Vec<Ticker>,
+        remove: Vec<Ticker>,
+    ) -> impl Future<Output = Result<Vec<Ticker>, ServiceError>> + Send;
+
+    /// Publishes prices through the broker, exactly as a feed does.
+    fn publish(&self, ticks: Vec<Tick>) -> impl Future<Output = Result<(), ServiceError>> + Send;
+}

@@ -1,0 +1,95 @@
+//! One price update for one ticker, encoded to JSON once.
+//!
+//! A tick published to a ticker watched by 10,000 sessions is written 10,000 times; encoding it
+//! once and sharing the bytes (`Arc<Tick>`) turns the per-session cost into a `memcpy` (the
+//! "encode once, share everywhere" rule of `docs/design.md`).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::Ticker;
+
+/// A tick shared by every session that receives it.
+pub type SharedTick = Arc<Tick>;
+
+/// A price for a ticker at a publish time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tick {
+    ticker: Ticker,
+    price: f64,
+    ts_ms: u64,
+    /// `{"ticker":"AAPL","price":189.25,"ts":1764230400123}` — the wire form on every transport.
+    json: Box<str>,
+}
+
+/// Why a price is rejected.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TickError {
+    #[error("price must be a finite number greater than zero, got {0}")]
+    BadPrice(f64),
+}
+
+impl Tick {
+    /// Builds a tick; `ts_ms` is the publish time in milliseconds since the Unix epoch.
+    ///
+    /// # Errors
+    /// [`TickError::BadPrice`] for a non-finite or non-positive price.
+    pub fn new(ticker: Ticker, price: f64, ts_ms: u64) -> Result<Self, TickError> {
+        if !price.is_finite() || price <= 0.0 {
+            return Err(TickError::BadPrice(price));
+        }
+        // serde_json prints the shortest representation that round-trips (ryu), so 189.25 stays
+        // "189.25" rather than "189.25000000000003".
+        let price_json = serde_json::Number::from_f64(price).map(|n| n.to_string()).unwrap_or_default();
+        let json = format!(r#"{{"ticker":"{ticker}","price":{price_json},"ts":{ts_ms}}}"#).into_boxed_str();
+        Ok(Self { ticker, price, ts_ms, json })
+    }
+
+    pub fn ticker(&self) -> Ticker {
+        self.ticker
+    }
+
+    pub fn price(&self) -> f64 {
+        self.price
+    }
+
+    /// Publish time, milliseconds since the Unix epoch.
+    pub fn ts_ms(&self) -> u64 {
+        self.ts_ms
+    }
+
+    /// The JSON object for this tick (no trailing separator).
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_once_as_json() {
+        let t = Tick::new(Ticker::parse("AAPL").unwrap(), 189.25, 1_764_230_400_123).unwrap();
+        assert_eq!(t.json(), r#"{"ticker":"AAPL","price":189.25,"ts":1764230400123}"#);
+        let v: serde_json::Value = serde_json::from_str(t.json()).unwrap();
+        assert_eq!(v["price"], 189.25);
+    }
+
+    #[test]
+    fn rejects_bad_prices() {
+        let t = Ticker::parse("A").unwrap();
+        for p in [0.0, -1.0, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(Tick::new(t, p, 1).is_err(), "{p} accepted");
+        }
+        assert!(Tick::new(t, 1e-9, 1).is_ok());
+    }
+}

@@ -1,0 +1,57 @@
+//! The broker: where producers publish ticks and engines subscribe to tickers.
+//!
+//! [`Broker`] is the Pub/Sub seam. [`InMemoryBroker`] is the product's default (one binary,
+//! nothing to install); a Redis implementation shares the load between nodes. Both follow the
+//! same rules:
+//! - the engine subscribes *per ticker per node* and is told about ticks through one
+//!   [`TickSink`], called from the publish path (in-process) or the broker read loop (Redis);
+//! - `subscribe`/`unsubscribe` never block: they record intent, and a networked broker
+//!   reconciles it in the background;
+//! - the broker keeps a last-value cache so a new subscriber starts from the latest price.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use tickstream_api::{SharedTick, Tick, Ticker};
+
+mod memory;
+
+pub use memory::InMemoryBroker;
+
+/// Receives every tick for the tickers its node subscribes to.
+///
+/// Called on the publisher's or the broker reader's task: implementations must not block or do
+/// I/O (the engine only enqueues into per-session conflation maps).
+pub trait TickSink: Send + Sync + 'static {
+    fn deliver(&self, tick: &SharedTick);
+}
+
+/// Broker errors that a publisher must handle.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BrokerError {
+    /// The last-value cache is full of distinct symbols; a new symbol would grow it unbounded.
+    #[error("symbol limit reached ({max} distinct tickers)")]
+    SymbolLimit { max: usize },
+    /// The broker cannot take the publish now.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A Pub/Sub broker for ticks. See the module docs for the contract.
+pub trait Broker: Send + Sync + 'static {
+    /// Connects the node's sink. Ticks published before this are cached but not delivered.
+    fn attach(&self, sink: Arc<dyn TickSink>);
+
+    /// Publishes ticks in order; returns once the broker has accepted them.
+    fn publish(&self, ticks: Vec<Tick>) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Starts delivering `ticker` to the sink. The caller reference-counts: one call per ticker
+    /// per node, on the first watcher.
+    fn subscribe(&self, ticker: Ticker);
+
+    /// Stops delivering `ticker`; called when its last watcher leaves.
+    fn unsubscribe(&self, ticker: Ticker);
+
+    /// The latest tick of each ticker that has one (the last-value cache).
+    fn last_values(&self, tickers: &[Ticker]) -> BoxFuture<'_, Vec<SharedTick>>;
+}

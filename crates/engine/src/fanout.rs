@@ -1,0 +1,72 @@
+//! Per-ticker fan-out: ticker → the sessions watching it, keyed by session id.
+//!
+//! Adding and removing a watcher is O(1) (the reference system scanned a slice: bug #8). The
+//! first watcher of a ticker subscribes it at the broker and the last one unsubscribes it, both
+//! under the ticker's shard lock, so a subscribe and an unsubscribe of one ticker never race.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use foldhash::fast::RandomState;
+use tickstream_api::{SessionId, SharedTick, Ticker};
+use tickstream_broker::{Broker, TickSink};
+use tickstream_telemetry::Metrics;
+
+use crate::session::Session;
+
+type Watchers = HashMap<SessionId, Arc<Session>, RandomState>;
+
+#[derive(Debug)]
+pub(crate) struct Fanout {
+    tickers: DashMap<Ticker, Watchers, RandomState>,
+    metrics: Arc<Metrics>,
+}
+
+impl Fanout {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { tickers: DashMap::default(), metrics }
+    }
+
+    /// Adds `session` as a watcher of `ticker`, subscribing the ticker on its first watcher.
+    pub fn watch(&self, ticker: Ticker, session: &Arc<Session>, broker: &dyn Broker) {
+        match self.tickers.entry(ticker) {
+            Entry::Occupied(mut e) => {
+                e.get_mut().insert(session.id, Arc::clone(session));
+            }
+            Entry::Vacant(e) => {
+                let mut watchers = Watchers::default();
+                watchers.insert(session.id, Arc::clone(session));
+                e.insert(watchers);
+                broker.subscribe(ticker);
+            }
+        }
+    }
+
+    /// Removes a watcher, unsubscribing the ticker when it was the last.
+    pub fn unwatch(&self, ticker: Ticker, id: SessionId, broker: &dyn Broker) {
+        if let Entry::Occupied(mut e) = self.tickers.entry(ticker) {
+            e.get_mut().remove(&id);
+            if e.get().is_empty() {
+                e.remove();
+                broker.unsubscribe(ticker);
+            }
+        }
+    }
+
+    /// Tickers with at least one watcher.
+    pub fn watched_tickers(&self) -> usize {
+        self.tickers.len()
+    }
+}
+
+impl TickSink for Fanout {
+    fn deliver(&self, tick: &SharedTick) {
+        if let Some(watchers) = self.tickers.get(&tick.ticker()) {
+            for session in watchers.values() {
+                session.offer(tick, &self.metrics);
+            }
+        }
+    }
+}

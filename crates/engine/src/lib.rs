@@ -1,0 +1,382 @@
+//! The engine: owns sessions and fan-out.
+//!
+//! - a registry of sessions (id → [`session::Session`]);
+//! - per-ticker fan-out ([`fanout::Fanout`]) with one broker subscription per ticker per node,
+//!   reference-counted by its watchers;
+//! - a bounded conflation map per session, drained by its update stream ([`stream::Updates`]);
+//! - a sweeper that removes sessions nobody streams (never attached, or detached longer than the
+//!   TTL), with their subscriptions.
+//!
+//! The engine does no socket I/O: the gateway pulls a session's stream and writes it.
+//! Every path that ends a session goes through [`Engine::end`], which removes it from the
+//! registry first: whoever removes it cleans it up, exactly once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foldhash::fast::RandomState;
+use parking_lot::Mutex;
+use tickstream_api::{
+    CloseReason, MonitoringService, ServiceError, SessionId, SessionInfo, StartRequest, Tick, Ticker, now_ms,
+};
+use tickstream_broker::{Broker, BrokerError};
+use tickstream_telemetry::Metrics;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod fanout;
+mod session;
+mod stream;
+
+use fanout::Fanout;
+use session::{Life, Session};
+use stream::Attachment;
+pub use stream::Updates;
+
+/// Highest accepted `max_rate_hz`; above it the cap means nothing.
+pub const MAX_RATE_HZ: f64 = 1000.0;
+
+/// Engine limits and timings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// How long a session lives without an attached stream.
+    pub session_ttl: Duration,
+    pub max_tickers_per_session: usize,
+    pub max_sessions: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { session_ttl: Duration::from_secs(60), max_tickers_per_session: 100, max_sessions: 200_000 }
+    }
+}
+
+/// The in-process engine. Cheap to clone (a handle).
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    broker: Arc<dyn Broker>,
+    fanout: Arc<Fanout>,
+    sessions: Mutex<HashMap<SessionId, Arc<Session>, RandomState>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .field("sessions", &self.session_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Creates an engine and attaches its fan-out to `broker`.
+    pub fn new(config: EngineConfig, broker: Arc<dyn Broker>, metrics: Arc<Metrics>) -> Self {
+        let fanout = Arc::new(Fanout::new(Arc::clone(&metrics)));
+        broker.attach(Arc::clone(&fanout) as _);
+        Self { inner: Arc::new(Inner { config, broker, fanout, sessions: Mutex::default(), metrics }) }
+    }
+
+    /// Spawns the TTL sweeper on `tracker`; it stops when `shutdown` is cancelled.
+    pub fn spawn_sweeper(&self, tracker: &TaskTracker, shutdown: CancellationToken) {
+        let engine = self.clone();
+        let guard = self.inner.metrics.task("sweeper");
+        // A tenth of the TTL keeps expiry within 10% of its deadline; the bounds keep a tiny test
+        // TTL from spinning and a huge one from never sweeping.
+        let every =
+            (self.inner.config.session_ttl / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        tracker.spawn(async move {
+            let _guard = guard;
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tick.tick() => { engine.sweep(); }
+                }
+            }
+        });
+    }
+
+    /// Removes every expired session; returns how many.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let ttl = self.inner.config.session_ttl;
+        let expired: Vec<SessionId> = {
+            let sessions = self.inner.sessions.lock();
+            sessions.values().filter(|s| s.expired(now, ttl)).map(|s| s.id).collect()
+        };
+        expired.into_iter().filter(|&id| self.end(id, CloseReason::SessionEnded, true)).count()
+    }
+
+    /// Ends every session (their streams close with [`CloseReason::ShuttingDown`]).
+    pub fn shutdown(&self) {
+        let ids: Vec<SessionId> = self.inner.sessions.lock().keys().copied().collect();
+        for id in ids {
+            self.end(id, CloseReason::ShuttingDown, false);
+        }
+    }
+
+    /// Live sessions in the registry.
+    pub fn session_count(&self) -> usize {
+        self.inner.sessions.lock().len()
+    }
+
+    /// Tickers with at least one watcher on this node.
+    pub fn watched_tickers(&self) -> usize {
+        self.inner.fanout.watched_tickers()
+    }
+
+    /// Entries waiting in a session's conflation map (bounded by its ticker count).
+    pub fn pending_updates(&self, id: SessionId) -> Option<usize> {
+        let session = self.inner.sessions.lock().get(&id).cloned()?;
+        let len = session.stream.lock().pending.len();
+        Some(len)
+    }
+
+    /// Removes a session and releases everything it holds. Returns false if it was not there (or,
+    /// with `only_if_expired`, no longer expired). Idempotent: only the caller that removes the
+    /// session from the registry cleans it up.
+    fn end(&self, id: SessionId, reason: CloseReason, only_if_expired: bool) -> bool {
+        let session = {
+            let mut sessions = self.inner.sessions.lock();
+            let Some(session) = sessions.get(&id) else { return false };
+            if only_if_expired && !session.expired(Instant::now(), self.inner.config.session_ttl) {
+                return false;
+            }
+            sessions.remove(&id)
+        };
+        let Some(session) = session else { return false };
+        // Stream first (the socket closes with the reason), then the subscriptions.
+        {
+            let mut st = session.stream.lock();
+            st.set_life(Life::Ended(reason), &self.inner.metrics);
+            st.pending = Default::default();
+            st.snapshot = None;
+            if let Some(notify) = st.notify.take() {
+                notify.notify_one();
+            }
+        }
+        let mut membership = session.membership.lock();
+        membership.ended = true;
+        for ticker in membership.tickers.drain(..) {
+            self.inner.fanout.unwatch(ticker, id, &*self.inner.broker);
+        }
+        true
+    }
+
+    /// The session if it is live; an expired one is ended on the spot (the sweeper may not have
+    /// reached it yet) and reported as not found.
+    fn live_session(&self, id: SessionId) -> Result<Arc<Session>, ServiceError> {
+        let session = self.inner.sessions.lock().get(&id).cloned();
+        let session = session.ok_or(ServiceError::SessionNotFound)?;
+        if session.expired(Instant::now(), self.inner.config.session_ttl) {
+            self.end(id, CloseReason::SessionEnded, true);
+            return Err(ServiceError::SessionNotFound);
+        }
+        Ok(session)
+    }
+
+    fn info(&self, session: &Session) -> Result<SessionInfo, ServiceError> {
+        let tickers = session.membership.lock().tickers.clone();
+        let state = session.state().ok_or(ServiceError::SessionNotFound)?;
+        Ok(SessionInfo {
+            id: session.id,
+            tickers,
+            state,
+            created_at_ms: session.created_at_ms,
+            ttl: self.inner.config.session_ttl,
+            max_rate_hz: session.max_rate_hz,
+        })
+    }
+
+    fn create(&self, req: StartRequest) -> Result<SessionInfo, ServiceError> {
+        let config = &self.inner.config;
+        if req.tickers.is_empty() {
+            return Err(ServiceError::NoTickers);
+        }
+        if req.tickers.len() > config.max_tickers_per_session {
+            return Err(ServiceError::TooManyTickers { max: config.max_tickers_per_session });
+        }
+        if let Some(hz) = req.max_rate_hz
+            && !(hz.is_finite() && hz > 0.0 && hz <= MAX_RATE_HZ)
+        {
+            return Err(ServiceError::InvalidRate { max: MAX_RATE_HZ });
+        }
+        let id = SessionId::random();
+        let session = Arc::new(Session::new(id, req.tickers, req.max_rate_hz, now_ms(), &self.inner.metrics));
+        {
+            let mut sessions = self.inner.sessions.lock();
+            if sessions.len() >= config.max_sessions {
+                drop(sessions);
+                // Not registered: undo the gauge the new session counted itself in.
+                session.stream.lock().set_life(Life::Ended(CloseReason::SessionEnded), &self.inner.metrics);
+                return Err(ServiceError::SessionLimit { max: config.max_sessions });
+            }
+            sessions.insert(id, Arc::clone(&session));
+        }
+        // Registered before subscribing, so a concurrent shutdown that ends it finds it; `ended`
+        // tells us if that already happened.
+        {
+            let membership = session.membership.lock();
+            if !membership.ended {
+                for &ticker in &membership.tickers {
+                    self.inner.fanout.watch(ticker, &session, &*self.inner.broker);
+                }
+            }
+        }
+        self.info(&session)
+    }
+
+    async fn attach(&self, id: SessionId) -> Result<Updates, ServiceError> {
+        let session = self.live_session(id)?;
+        let tickers = session.membership.lock().tickers.clone();
+        let notify = Arc::new(Notify::new());
+        let epoch = {
+            let mut st = session.stream.lock();
+            if matches!(st.life, Life::Ended(_)) {
+                return Err(ServiceError::SessionNotFound);
+            }
+            st.epoch += 1;
+            // The replaced stream wakes, sees a stale epoch and ends with `Replaced`.
+            if let Some(old) = st.notify.replace(Arc::clone(&notify)) {
+                old.notify_one();
+            }
+            st.pending.clear();
+            st.snapshot = None;
+            if st.life != Life::Streaming {
+                st.set_life(Life::Streaming, &self.inner.metrics);
+            }
+            st.epoch
+        };
+        // Built before the await below, so a cancelled attach still detaches on drop.
+        let attachment = Attachment {
+            session: Arc::clone(&session),
+            epoch,
+            notify,
+            min_interval: session.max_rate_hz.map(|hz| Duration::from_secs_f64(1.0 / hz)),
+            last_emit: None,
+            finished: false,
+            metrics: Arc::clone(&self.inner.metrics),
+        };
+        // Subscribed before reading the cache, and the cache is written before delivery: the
+        // snapshot is never older than a later delivered update (at worst one update repeats).
+        let mut snapshot = self.inner.broker.last_values(&tickers).await;
+        {
+            let mut st = session.stream.lock();
+            if st.epoch == epoch {
+                if let Some(added_meanwhile) = st.snapshot.take() {
+                    snapshot.extend(added_meanwhile);
+                }
+                st.snapshot = Some(snapshot);
+            }
+        }
+        Ok(attachment.into_updates())
+    }
+
+    async fn change_tickers(
+        &self,
+        id: SessionId,
+        add: Vec<Ticker>,
+        remove: Vec<Ticker>,
+    ) -> Result<Vec<Ticker>, ServiceError> {
+        let session = self.live_session(id)?;
+        let max = self.inner.config.max_tickers_per_session;
+        let (added, removed, all) = {
+            let mut membership = session.membership.lock();
+            if membership.ended {
+                return Err(ServiceError::SessionNotFound);
+            }
+            let mut next: Vec<Ticker> =
+                membership.tickers.iter().copied().filter(|t| !remove.contains(t)).collect();
+            let mut added = Vec::new();
+            for t in add {
+                if !next.contains(&t) {
+                    next.push(t);
+                    added.push(t);
+                }
+            }
+            if next.len() > max {
+                return Err(ServiceError::TooManyTickers { max });
+            }
+            let removed: Vec<Ticker> =
+                membership.tickers.iter().copied().filter(|t| !next.contains(t)).collect();
+            let broker = &*self.inner.broker;
+            for &t in &removed {
+                self.inner.fanout.unwatch(t, id, broker);
+            }
+            for &t in &added {
+                self.inner.fanout.watch(t, &session, broker);
+            }
+            membership.tickers.clone_from(&next);
+            (added, removed, next)
+        };
+        if !removed.is_empty() {
+            let mut st = session.stream.lock();
+            for t in &removed {
+                st.pending.remove(t);
+            }
+        }
+        if !added.is_empty() {
+            let values = self.inner.broker.last_values(&added).await;
+            let mut st = session.stream.lock();
+            if let Some(notify) = &st.notify {
+                notify.notify_one();
+                st.snapshot.get_or_insert_with(Vec::new).extend(values);
+            }
+        }
+        Ok(all)
+    }
+}
+
+impl MonitoringService for Engine {
+    type Updates = Updates;
+
+    async fn start_monitoring(&self, req: StartRequest) -> Result<SessionInfo, ServiceError> {
+        self.create(req)
+    }
+
+    async fn session(&self, id: SessionId) -> Result<SessionInfo, ServiceError> {
+        let session = self.live_session(id)?;
+        self.info(&session)
+    }
+
+    async fn end_session(&self, id: SessionId) -> Result<(), ServiceError> {
+        if self.end(id, CloseReason::SessionEnded, false) {
+            Ok(())
+        } else {
+            Err(ServiceError::SessionNotFound)
+        }
+    }
+
+    async fn stream_price_updates(&self, id: SessionId) -> Result<Updates, ServiceError> {
+        self.attach(id).await
+    }
+
+    async fn update_tickers(
+        &self,
+        id: SessionId,
+        add: Vec<Ticker>,
+        remove: Vec<Ticker>,
+    ) -> Result<Vec<Ticker>, ServiceError> {
+        self.change_tickers(id, add, remove).await
+    }
+
+    async fn publish(&self, ticks: Vec<Tick>) -> Result<(), ServiceError> {
+        self.inner.broker.publish(ticks).await.map_err(|e| match e {
+            BrokerError::SymbolLimit { max } => ServiceError::SymbolLimit { max },
+            BrokerError::Unavailable(why) => ServiceError::Unavailable(why),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

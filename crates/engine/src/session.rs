@@ -1,0 +1,142 @@
+//! One monitoring session: its ticker set, its lifecycle, and its conflation map.
+//!
+//! Two locks, never held together in the wrong order:
+//! - `membership` (the ticker set) is taken first whenever subscriptions change, and is held
+//!   across the fan-out updates, so ending a session and changing its tickers cannot interleave
+//!   and leak a subscription (the reference system's bug #3/#4);
+//! - `stream` (lifecycle + pending updates) is taken last, briefly, by fan-out and by the stream.
+//!
+//! Lock order across the engine: registry → stream; membership → fan-out shard → stream.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use foldhash::fast::RandomState;
+use parking_lot::Mutex;
+use tickstream_api::{CloseReason, SessionId, SessionState, SharedTick, Ticker};
+use tickstream_telemetry::Metrics;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Where a session is in its life; `Ended` is terminal.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Life {
+    Pending { since: Instant },
+    Streaming,
+    Detached { since: Instant },
+    Ended(CloseReason),
+}
+
+impl Life {
+    fn state(self) -> Option<SessionState> {
+        match self {
+            Life::Pending { .. } => Some(SessionState::Pending),
+            Life::Streaming => Some(SessionState::Streaming),
+            Life::Detached { .. } => Some(SessionState::Detached),
+            Life::Ended(_) => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Membership {
+    pub tickers: Vec<Ticker>,
+    /// Set once, by the path that removed the session from the registry.
+    pub ended: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct StreamState {
+    pub life: Life,
+    /// Bumped by every attach; a stream whose epoch is stale has been replaced.
+    pub epoch: u64,
+    /// Wakes the attached stream; `None` while no stream is attached (and then fan-out skips the
+    /// session: a detached session's snapshot comes from the last-value cache on re-attach).
+    pub notify: Option<Arc<Notify>>,
+    /// Conflation map: at most one entry per ticker of the session, so memory is bounded by the
+    /// ticker count however slow the client is.
+    pub pending: HashMap<Ticker, SharedTick, RandomState>,
+    /// A snapshot to emit before any further prices.
+    pub snapshot: Option<Vec<SharedTick>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub id: SessionId,
+    pub created_at_ms: u64,
+    pub max_rate_hz: Option<f64>,
+    pub membership: Mutex<Membership>,
+    pub stream: Mutex<StreamState>,
+}
+
+impl Session {
+    pub fn new(
+        id: SessionId,
+        tickers: Vec<Ticker>,
+        max_rate_hz: Option<f64>,
+        created_at_ms: u64,
+        metrics: &Metrics,
+    ) -> Self {
+        let life = Life::Pending { since: Instant::now() };
+        gauge(metrics, life, 1);
+        Self {
+            id,
+            created_at_ms,
+            max_rate_hz,
+            membership: Mutex::new(Membership { tickers, ended: false }),
+            stream: Mutex::new(StreamState {
+                life,
+                epoch: 0,
+                notify: None,
+                pending: HashMap::default(),
+                snapshot: None,
+            }),
+        }
+    }
+
+    /// Fan-out entry point: conflate `tick` into the pending map and wake the stream if it was
+    /// idle. Never blocks beyond a short uncontended lock, never does I/O.
+    pub fn offer(&self, tick: &SharedTick, metrics: &Metrics) {
+        let mut st = self.stream.lock();
+        if st.notify.is_none() {
+            return;
+        }
+        if st.pending.insert(tick.ticker(), Arc::clone(tick)).is_some() {
+            metrics.updates_conflated.inc();
+        } else if st.pending.len() == 1 {
+            // Only the empty → non-empty edge needs a wake-up: a stream that has not drained yet
+            // will see later entries anyway.
+            if let Some(notify) = &st.notify {
+                notify.notify_one();
+            }
+        }
+    }
+
+    /// True when the session has had no stream for longer than `ttl`.
+    pub fn expired(&self, now: Instant, ttl: Duration) -> bool {
+        match self.stream.lock().life {
+            Life::Pending { since } | Life::Detached { since } => now.duration_since(since) >= ttl,
+            Life::Streaming | Life::Ended(_) => false,
+        }
+    }
+
+    pub fn state(&self) -> Option<SessionState> {
+        self.stream.lock().life.state()
+    }
+}
+
+impl StreamState {
+    /// Moves to `next`, keeping `tickstream_sessions{state}` exact.
+    pub fn set_life(&mut self, next: Life, metrics: &Metrics) {
+        gauge(metrics, self.life, -1);
+        gauge(metrics, next, 1);
+        self.life = next;
+    }
+}
+
+fn gauge(metrics: &Metrics, life: Life, delta: i64) {
+    if let Some(state) = life.state() {
+        metrics.sessions_in(state.as_str()).add(delta);
+    }
+}

@@ -1,0 +1,202 @@
+//! The simulated market feed: random-walk prices for a ticker universe, published through the
+//! broker like any producer.
+//!
+//! [`universe`] names the tickers (well-known symbols first, then generated ones);
+//! [`SimulatedFeed`] publishes `rate` updates per second in small batches every 10 ms, picking
+//! tickers at random so popular and quiet symbols both move.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tickstream_api::{Tick, Ticker, now_ms};
+use tickstream_broker::Broker;
+use tickstream_telemetry::Metrics;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Well-known symbols that lead the simulated universe, so demos show familiar names.
+const WELL_KNOWN: &[&str] = &[
+    "AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "BRK.B", "AVGO", "JPM", "LLY", "V", "UNH",
+    "XOM", "MA", "JNJ", "PG", "HD", "COST", "ORCL", "MRK", "ABBV", "CVX", "CRM", "BAC", "NFLX", "KO", "AMD",
+    "PEP", "TMO", "WMT", "ADBE", "LIN", "MCD", "CSCO", "ACN", "ABT", "DIS", "INTC", "WFC", "QCOM", "IBM",
+    "TXN", "CAT", "GE", "AMGN", "INTU", "VZ", "PFE", "NOW", "UBER", "BA", "GS", "SPGI", "MS", "T", "HON",
+    "AMAT", "SBUX", "BKNG", "PLTR", "SHOP", "SQ", "PYPL", "NKE", "LOW", "RTX", "DE", "MU", "ADI", "LRCX",
+    "PANW", "SNOW", "ABNB", "COIN", "F", "GM",
+];
+
+/// The first `n` tickers of the simulated universe: well-known symbols, then generated
+/// three-to-four-letter ones (`AAA`, `AAB`, …) that avoid them.
+pub fn universe(n: usize) -> Vec<Ticker> {
+    let mut out: Vec<Ticker> = WELL_KNOWN.iter().filter_map(|s| Ticker::parse(s).ok()).take(n).collect();
+    let letters = |mut i: usize, len: usize| -> String {
+        let mut s = vec![b'A'; len];
+        for slot in s.iter_mut().rev() {
+            *slot = b'A' + (i % 26) as u8;
+            i /= 26;
+        }
+        String::from_utf8(s).unwrap_or_default()
+    };
+    let generated =
+        (0..26usize.pow(3)).map(|i| letters(i, 3)).chain((0..26usize.pow(4)).map(|i| letters(i, 4)));
+    let mut seen: std::collections::HashSet<Ticker> = out.iter().copied().collect();
+    for sym in generated {
+        if out.len() >= n {
+            break;
+        }
+        if let Ok(t) = Ticker::parse(&sym)
+            && seen.insert(t)
+        {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// Feed settings.
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    pub tickers: usize,
+    /// Total updates per second across the universe.
+    pub rate: u32,
+    /// Seed for reproducible runs.
+    pub seed: u64,
+}
+
+/// A random-walk price generator bound to a broker.
+#[derive(Debug)]
+pub struct SimulatedFeed {
+    walk: RandomWalk,
+    rate: u32,
+}
+
+/// The price state: one price per ticker, moved by small log-normal steps.
+#[derive(Debug)]
+struct RandomWalk {
+    tickers: Vec<Ticker>,
+    prices: Vec<f64>,
+    rng: SmallRng,
+}
+
+impl RandomWalk {
+    fn new(tickers: Vec<Ticker>, seed: u64) -> Self {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let prices = tickers.iter().map(|_| rng.random_range(5.0..500.0f64)).collect();
+        Self { tickers, prices, rng }
+    }
+
+    /// `n` updates at random tickers, all stamped `ts_ms`.
+    fn step(&mut self, n: usize, ts_ms: u64) -> Vec<Tick> {
+        if self.tickers.is_empty() {
+            return Vec::new();
+        }
+        (0..n)
+            .filter_map(|_| {
+                let i = self.rng.random_range(0..self.tickers.len());
+                // ±0.1% per step, symmetric in log space, rounded to cents and kept positive.
+                let factor = (self.rng.random_range(-0.001..0.001f64)).exp();
+                let price = ((self.prices[i] * factor) * 100.0).round().max(1.0) / 100.0;
+                self.prices[i] = price;
+                Tick::new(self.tickers[i], price, ts_ms).ok()
+            })
+            .collect()
+    }
+}
+
+/// How often the feed publishes a batch.
+const BATCH_EVERY: Duration = Duration::from_millis(10);
+
+impl SimulatedFeed {
+    pub fn new(config: &FeedConfig) -> Self {
+        Self { walk: RandomWalk::new(universe(config.tickers), config.seed), rate: config.rate }
+    }
+
+    /// Publishes one price for every ticker at once, so snapshots are complete from the start.
+    pub async fn prime(&mut self, broker: &dyn Broker) {
+        let ts = now_ms();
+        let ticks: Vec<Tick> = self
+            .walk
+            .tickers
+            .iter()
+            .zip(&self.walk.prices)
+            .filter_map(|(&t, &p)| Tick::new(t, (p * 100.0).round() / 100.0, ts).ok())
+            .collect();
+        if let Err(e) = broker.publish(ticks).await {
+            tracing::warn!(error = %e, "feed could not prime prices");
+        }
+    }
+
+    /// Runs the feed on `tracker` until `shutdown` is cancelled.
+    pub fn spawn(
+        mut self,
+        broker: Arc<dyn Broker>,
+        metrics: &Metrics,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+    ) {
+        let guard = metrics.task("feed");
+        tracker.spawn(async move {
+            let _guard = guard;
+            self.prime(&*broker).await;
+            let mut tick = tokio::time::interval(BATCH_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = Instant::now();
+            // Fractional updates carried between batches, so any rate is met on average.
+            let mut carry = 0.0f64;
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                let now = Instant::now();
+                carry += f64::from(self.rate) * now.duration_since(last).as_secs_f64();
+                last = now;
+                // Bounded so a long stall (a suspended process) does not publish a burst.
+                let n = carry.floor().min(f64::from(self.rate)) as usize;
+                carry -= n as f64;
+                if n == 0 {
+                    continue;
+                }
+                let ticks = self.walk.step(n, now_ms());
+                if let Err(e) = broker.publish(ticks).await {
+                    tracing::warn!(error = %e, "feed publish failed");
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn universe_starts_with_well_known_and_is_unique() {
+        let u = universe(500);
+        assert_eq!(u.len(), 500);
+        assert_eq!(u[0].as_str(), "AAPL");
+        assert_eq!(u[1].as_str(), "MSFT");
+        let mut sorted = u.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 500, "duplicates in universe");
+        assert_eq!(universe(3).len(), 3);
+        assert_eq!(universe(20_000).len(), 20_000);
+    }
+
+    #[test]
+    fn walk_stays_positive_and_moves_little() {
+        let mut w = RandomWalk::new(universe(10), 7);
+        let before = w.prices.clone();
+        for _ in 0..1000 {
+            for tick in w.step(10, 1) {
+                assert!(tick.price() >= 0.01);
+            }
+        }
+        for (a, b) in before.iter().zip(&w.prices) {
+            assert!((b / a).ln().abs() < 1.0, "{a} -> {b}");
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! One WebSocket connection: a single task that owns the socket, the session's update stream,
+//! the heartbeat timers and the inbound rate limit.
+//!
+//! One task is enough, and it makes the single-writer rule structural: only this loop writes to
+//! the socket, so replies, pings and data can never interleave mid-frame (reference bug #6), and
+//! a ping waits for at most one in-flight write (bug #7). While a write is in flight the engine
+//! keeps conflating, so the next message carries everything that changed meanwhile.
+//!
+//! The loop is generic over the transport (any `Stream + Sink` of messages), so its rules are
+//! unit-tested with channels and tokio's paused clock.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::ws::{CloseFrame, Message};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use tickstream_api::{CloseReason, MonitoringService, SessionEvent, SessionId, SharedTick, now_ms};
+use tickstream_telemetry::Metrics;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::GatewayConfig;
+use crate::close::{CloseCode, Ending};
+use crate::error::service_error_code;
+use crate::protocol::{self, ClientMessage, DataKind};
+
+/// What the connection loop needs from a socket.
+pub trait Transport:
+    Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send
+{
+}
+
+impl<T> Transport for T where
+    T: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send
+{
+}
+
+/// Everything one connection needs besides its socket and stream.
+#[derive(Debug)]
+pub struct Connection<S> {
+    pub service: Arc<S>,
+    pub session: SessionId,
+    pub config: Arc<GatewayConfig>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+}
+
+/// Token bucket for inbound client messages.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    burst: f64,
+    per_sec: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(burst: u32, per_sec: u32) -> Self {
+        let burst = f64::from(burst);
+        Self { tokens: burst, burst, per_sec: f64::from(per_sec), at: Instant::now() }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.per_sec).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl<S: MonitoringService> Connection<S> {
+    /// Runs the connection to its end, closes the socket with the right code, and returns how it
+    /// ended. Dropping `updates` on return detaches the session.
+    pub async fn run<T: Transport>(self, mut ws: T, updates: S::Updates) -> Ending {
+        let Err(ending) = self.serve(&mut ws, updates).await;
+        self.close(&mut ws, ending).await;
+        self.metrics.ws_disconnects.with_label_values(&[&ending.label()]).inc();
+        ending
+    }
+
+    /// The connection loop; it only ever returns how the connection ends.
+    async fn serve<T: Transport>(&self, ws: &mut T, mut updates: S::Updates) -> Result<Infallible, Ending> {
+        let cfg = &*self.config;
+        let mut seq: u64 = 0;
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + cfg.heartbeat_interval, cfg.heartbeat_interval);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let silence = tokio::time::sleep(cfg.heartbeat_timeout);
+        tokio::pin!(silence);
+        let mut inbound = Bucket::new(cfg.client_msg_burst, cfg.client_msg_per_sec);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return Err(Ending::Server(CloseCode::GoingAway)),
+                () = &mut silence => return Err(Ending::Server(CloseCode::HeartbeatTimeout)),
+                frame = ws.next() => {
+                    // Anything from the client proves it is alive.
+                    silence.as_mut().reset(Instant::now() + cfg.heartbeat_timeout);
+                    let text = match frame {
+                        None => return Err(Ending::Lost),
+                        Some(Err(e)) => return Err(read_error(e)),
+                        Some(Ok(Message::Close(frame))) => return Err(Ending::Client(frame.map(|f| f.code))),
+                        Some(Ok(Message::Binary(_))) => return Err(Ending::Server(CloseCode::Unsupported)),
+                        // tungstenite answers pings itself; pongs only refresh the deadline.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Text(text))) => text,
+                    };
+                    if !inbound.take() {
+                        return Err(Ending::Server(CloseCode::PolicyViolation));
+                    }
+                    let reply = self.handle_client(&text).await;
+                    self.write(ws, reply).await?;
+                }
+                event = updates.next() => {
+                    let (kind, ticks) = match event {
+                        Some(SessionEvent::Snapshot(ticks)) => (DataKind::Snapshot, ticks),
+                        Some(SessionEvent::Prices(ticks)) => (DataKind::Prices, ticks),
+                        Some(SessionEvent::Closed(reason)) => return Err(Ending::Server(close_code(reason))),
+                        // A stream must end with `Closed`; ending silently is an engine fault.
+                        None => return Err(Ending::Server(CloseCode::InternalError)),
+                    };
+                    seq += 1;
+                    self.write(ws, protocol::data_message(kind, seq, &ticks)).await?;
+                    self.delivered(&ticks);
+                }
+                _ = ping.tick() => {
+                    timed_send(ws, Message::Ping(Default::default()), cfg.write_timeout).await?;
+                }
+            }
+        }
+    }
+
+    /// Answers one client text message; the reply is always one text message.
+    async fn handle_client(&self, text: &str) -> String {
+        let message = match protocol::parse_client(text) {
+            Ok(m) => m,
+            Err(e) => return protocol::error(e.code, &e.message),
+        };
+        let (add, remove) = match message {
+            ClientMessage::Ping => return protocol::pong(now_ms()),
+            ClientMessage::Subscribe(t) => (t, Vec::new()),
+            ClientMessage::Unsubscribe(t) => (Vec::new(), t),
+        };
+        match self.service.update_tickers(self.session, add, remove).await {
+            Ok(all) => protocol::subscribed(&all),
+            Err(e) => protocol::error(service_error_code(&e).1, &e.to_string()),
+        }
+    }
+
+    async fn write<T: Transport>(&self, ws: &mut T, text: String) -> Result<(), Ending> {
+        timed_send(ws, Message::text(text), self.config.write_timeout).await?;
+        self.metrics.ws_messages_sent.inc();
+        Ok(())
+    }
+
+    fn delivered(&self, ticks: &[SharedTick]) {
+        self.metrics.updates_delivered.inc_by(ticks.len() as u64);
+        let now_ms =
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0);
+        for tick in ticks {
+            // `ts` has millisecond resolution; clocks of external producers may run ahead.
+            let latency_ms = (now_ms - tick.ts_ms() as f64).max(0.0);
+            self.metrics.delivery_latency.observe(latency_ms / 1e3);
+        }
+    }
+
+    /// Sends the close frame (when the server ends the connection) or completes the client's
+    /// close handshake, each within the close grace period, then lets the socket drop.
+    async fn close<T: Transport>(&self, ws: &mut T, ending: Ending) {
+        let grace = self.config.close_grace;
+        match ending {
+            Ending::Server(code) => {
+                let frame = CloseFrame { code: code.code(), reason: code.reason().into() };
+                let sent = timed_send(ws, Message::Close(Some(frame)), grace).await.is_ok();
+                // A live client answers with its own close frame; wait briefly for it so the TCP
+                // close starts from the client (no FIN_WAIT2 orphans here). A client that missed
+                // its heartbeats is presumed gone: do not wait for it.
+                if sent && code != CloseCode::HeartbeatTimeout {
+                    let _ = tokio::time::timeout(grace, async { while let Some(Ok(_)) = ws.next().await {} })
+                        .await;
+                }
+            }
+            // tungstenite queued the echo of the client's close frame; flush it.
+            Ending::Client(_) => {
+                let _ = tokio::time::timeout(grace, ws.close()).await;
+            }
+            Ending::Lost => {}
+        }
+    }
+}
+
+async fn timed_send<T: Transport>(ws: &mut T, msg: Message, limit: Duration) -> Result<(), Ending> {
+    match tokio::time::timeout(limit, ws.send(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Ending::Lost),
+        Err(_) => Err(Ending::Server(CloseCode::SlowClient)),
+    }
+}
+
+fn close_code(reason: CloseReason) -> CloseCode {
+    match reason {
+        CloseReason::Replaced => CloseCode::Replaced,
+        CloseReason::SessionEnded => CloseCode::SessionEnded,
+        CloseReason::ShuttingDown => CloseCode::GoingAway,
+    }
+}
+
+/// Maps a read error to how the connection ends: size and encoding violations get their close
+/// code; anything else means the transport is gone.
+fn read_error(e: axum::Error) -> Ending {
+    use tungstenite::Error as WsError;
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(_)) => Ending::Server(CloseCode::TooBig),
+        Some(WsError::Utf8(_)) => Ending::Server(CloseCode::InvalidData),
+        Some(WsError::Protocol(_)) => Ending::Server(CloseCode::ProtocolError),
+        _ => Ending::Lost,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,283 @@
+//! The connection loop without sockets: a channel transport, the real engine, and tokio's
+//! paused clock, so heartbeat and write deadlines are exact and instant.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message};
+use futures::channel::mpsc;
+use futures::{Sink, Stream, StreamExt};
+use serde_json::Value;
+use tickstream_api::{MonitoringService, SessionId, StartRequest, Tick, Ticker};
+use tickstream_broker::InMemoryBroker;
+use tickstream_engine::{Engine, EngineConfig};
+use tickstream_telemetry::Metrics;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::Connection;
+use crate::GatewayConfig;
+use crate::close::{CloseCode, Ending};
+
+/// A transport made of two channels; the outbound one is bounded so a test can play a client
+/// that stops reading.
+struct ChannelTransport {
+    inbound: mpsc::UnboundedReceiver<Result<Message, axum::Error>>,
+    outbound: mpsc::Sender<Message>,
+}
+
+impl Stream for ChannelTransport {
+    type Item = Result<Message, axum::Error>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inbound.poll_next_unpin(cx)
+    }
+}
+
+impl Sink<Message> for ChannelTransport {
+    type Error = axum::Error;
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        self.outbound.poll_ready(cx).map_err(axum::Error::new)
+    }
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), axum::Error> {
+        self.outbound.start_send(item).map_err(axum::Error::new)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        Pin::new(&mut self.outbound).poll_flush(cx).map_err(axum::Error::new)
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        Pin::new(&mut self.outbound).poll_close(cx).map_err(axum::Error::new)
+    }
+}
+
+struct Harness {
+    engine: Engine,
+    metrics: Arc<Metrics>,
+    id: SessionId,
+    client_tx: mpsc::UnboundedSender<Result<Message, axum::Error>>,
+    client_rx: mpsc::Receiver<Message>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Ending>,
+}
+
+fn t(s: &str) -> Ticker {
+    Ticker::parse(s).unwrap()
+}
+
+fn config() -> GatewayConfig {
+    GatewayConfig {
+        heartbeat_interval: Duration::from_secs(30),
+        heartbeat_timeout: Duration::from_secs(60),
+        write_timeout: Duration::from_secs(10),
+        ..GatewayConfig::default()
+    }
+}
+
+async fn harness(config: GatewayConfig, outbound_capacity: usize) -> Harness {
+    let metrics = Metrics::new();
+    let broker = Arc::new(InMemoryBroker::new(1000, metrics.clone()));
+    let engine = Engine::new(EngineConfig::default(), broker, metrics.clone());
+    let req = StartRequest { tickers: vec![t("AAPL"), t("MSFT")], max_rate_hz: None };
+    let id = engine.start_monitoring(req).await.unwrap().id;
+    let updates = engine.stream_price_updates(id).await.unwrap();
+    let (client_tx, inbound) = mpsc::unbounded();
+    let (outbound, client_rx) = mpsc::channel(outbound_capacity);
+    let shutdown = CancellationToken::new();
+    let connection = Connection {
+        service: Arc::new(engine.clone()),
+        session: id,
+        config: Arc::new(config),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let task = tokio::spawn(connection.run(ChannelTransport { inbound, outbound }, updates));
+    Harness { engine, metrics, id, client_tx, client_rx, shutdown, task }
+}
+
+impl Harness {
+    fn send_text(&self, text: &str) {
+        self.client_tx.unbounded_send(Ok(Message::text(text))).unwrap();
+    }
+
+    /// The next message that is not a Ping.
+    async fn next(&mut self) -> Message {
+        loop {
+            match self.client_rx.next().await.expect("connection ended") {
+                Message::Ping(_) => continue,
+                m => return m,
+            }
+        }
+    }
+
+    async fn next_json(&mut self) -> Value {
+        match self.next().await {
+            Message::Text(t) => serde_json::from_str(&t).unwrap(),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    async fn publish(&self, ticker: &str, price: f64) {
+        self.engine.publish(vec![Tick::new(t(ticker), price, 1).unwrap()]).await.unwrap();
+    }
+
+    /// Collects the close frame code and the connection's ending.
+    async fn closed(mut self) -> (Option<u16>, Ending) {
+        let mut code = None;
+        while let Some(m) = self.client_rx.next().await {
+            if let Message::Close(Some(CloseFrame { code: c, .. })) = m {
+                code = Some(c);
+                // Answer like a client would, completing the close handshake.
+                let _ = self.client_tx.unbounded_send(Ok(Message::Close(None)));
+            }
+        }
+        let ending = self.task.await.unwrap();
+        (code, ending)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshot_then_prices_with_growing_seq() {
+    let mut h = harness(config(), 16).await;
+    let snap = h.next_json().await;
+    assert_eq!(snap["type"], "snapshot");
+    assert_eq!(snap["seq"], 1);
+    h.publish("AAPL", 10.0).await;
+    let m = h.next_json().await;
+    assert_eq!(m["type"], "prices");
+    assert_eq!(m["seq"], 2);
+    assert_eq!(m["prices"][0]["ticker"], "AAPL");
+    assert_eq!(h.metrics.updates_delivered.get(), 1);
+    assert_eq!(h.metrics.delivery_latency.get_sample_count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_client_gets_pings_then_heartbeat_timeout() {
+    let mut h = harness(config(), 16).await;
+    h.next().await; // snapshot
+    let started = tokio::time::Instant::now();
+    // Pings arrive every interval, and nothing comes back.
+    assert!(matches!(h.client_rx.next().await, Some(Message::Ping(_))));
+    assert_eq!(started.elapsed(), Duration::from_secs(30));
+    let metrics = h.metrics.clone();
+    let (code, ending) = h.closed().await;
+    assert_eq!(code, Some(4408));
+    assert_eq!(ending, Ending::Server(CloseCode::HeartbeatTimeout));
+    assert_eq!(started.elapsed(), Duration::from_secs(60));
+    assert_eq!(metrics.sessions_in("detached").get(), 1, "the session survives its socket");
+    assert_eq!(metrics.ws_disconnects.with_label_values(&["4408"]).get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn app_ping_answers_pong_and_extends_the_deadline() {
+    let mut h = harness(config(), 16).await;
+    h.next().await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        h.send_text(r#"{"type":"ping"}"#);
+        let pong = h.next_json().await;
+        assert_eq!(pong["type"], "pong");
+        assert!(pong["ts"].as_u64().unwrap() > 0);
+    }
+    assert!(!h.task.is_finished(), "250 s alive thanks to pings every 50 s");
+    // A WebSocket Pong frame counts too.
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    h.client_tx.unbounded_send(Ok(Message::Pong(Default::default()))).unwrap();
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    assert!(!h.task.is_finished());
+}
+
+#[tokio::test(start_paused = true)]
+async fn subscribe_replies_then_snapshots_added_tickers_and_errors_keep_the_socket() {
+    let mut h = harness(config(), 16).await;
+    h.next().await;
+    h.publish("GOOG", 3.0).await;
+    h.send_text(r#"{"type":"subscribe","tickers":["goog"]}"#);
+    let reply = h.next_json().await;
+    assert_eq!(reply, serde_json::json!({"type":"subscribed","tickers":["AAPL","MSFT","GOOG"]}));
+    let snap = h.next_json().await;
+    assert_eq!(snap["type"], "snapshot");
+    assert_eq!(snap["seq"], 2);
+    assert_eq!(snap["prices"][0]["price"], 3.0);
+    h.send_text(r#"{"type":"unsubscribe","tickers":["AAPL","MSFT"]}"#);
+    assert_eq!(h.next_json().await["tickers"], serde_json::json!(["GOOG"]));
+    for (bad, code) in [
+        ("nonsense", "invalid_json"),
+        (r#"{"type":"fly"}"#, "unknown_type"),
+        (r#"{"type":"subscribe","tickers":["b@d"]}"#, "invalid_ticker"),
+    ] {
+        h.send_text(bad);
+        let e = h.next_json().await;
+        assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some(code)));
+    }
+    h.publish("GOOG", 4.0).await;
+    assert_eq!(h.next_json().await["prices"][0]["price"], 4.0, "still streaming after errors");
+}
+
+#[tokio::test(start_paused = true)]
+async fn binary_frame_closes_with_1003() {
+    let mut h = harness(config(), 16).await;
+    h.next().await;
+    h.client_tx.unbounded_send(Ok(Message::Binary(vec![1, 2].into()))).unwrap();
+    assert_eq!(h.closed().await, (Some(1003), Ending::Server(CloseCode::Unsupported)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn flooding_client_closes_with_1008() {
+    let mut h = harness(config(), 1024).await;
+    h.next().await;
+    for _ in 0..100 {
+        h.send_text(r#"{"type":"ping"}"#);
+    }
+    let (code, _) = h.closed().await;
+    assert_eq!(code, Some(1008));
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_close_frame_ends_with_its_code() {
+    let mut h = harness(config(), 16).await;
+    h.next().await;
+    let frame = CloseFrame { code: 1000, reason: "bye".into() };
+    h.client_tx.unbounded_send(Ok(Message::Close(Some(frame)))).unwrap();
+    let metrics = h.metrics.clone();
+    assert_eq!(h.closed().await.1, Ending::Client(Some(1000)));
+    assert_eq!(metrics.ws_disconnects.with_label_values(&["1000"]).get(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transport_gone_is_1006_and_detaches() {
+    let mut h = harness(config(), 16).await;
+    h.next().await;
+    let (metrics, engine, id) = (h.metrics.clone(), h.engine.clone(), h.id);
+    h.client_tx.close_channel();
+    assert_eq!(h.closed().await.1, Ending::Lost);
+    assert_eq!(metrics.ws_disconnects.with_label_values(&["1006"]).get(), 1);
+    assert_eq!(engine.session(id).await.unwrap().state.as_str(), "detached");
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_that_stops_reading_is_closed_at_the_write_deadline() {
+    // Room for the snapshot only: the next write blocks like a full TCP buffer.
+    let h = harness(config(), 0).await;
+    h.publish("AAPL", 1.0).await;
+    h.publish("MSFT", 1.0).await;
+    let started = tokio::time::Instant::now();
+    let ending = h.task.await.unwrap();
+    assert_eq!(ending, Ending::Server(CloseCode::SlowClient));
+    assert!(started.elapsed() >= Duration::from_secs(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_closes_with_1001_and_session_end_with_4404() {
+    let mut h = harness(config(), 16).await;
+    h.next().await;
+    h.shutdown.cancel();
+    assert_eq!(h.closed().await.0, Some(1001));
+
+    let mut h = harness(config(), 16).await;
+    h.next().await;
+    h.engine.end_session(h.id).await.unwrap();
+    let metrics = h.metrics.clone();
+    assert_eq!(h.closed().await.0, Some(4404));
+    assert_eq!(metrics.sessions_in("detached").get() + metrics.sessions_in("streaming").get(), 0);
+}

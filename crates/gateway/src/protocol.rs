@@ -1,0 +1,165 @@
+//! The WebSocket wire protocol: parsing client messages and encoding server messages.
+//!
+//! Pure functions over strings, so every rule is unit-tested without a socket. Data messages are
+//! assembled from each tick's pre-encoded JSON (see `Tick::json`): no per-session serialisation.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+use tickstream_api::{SharedTick, Ticker, normalize_tickers};
+
+/// A message from the client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientMessage {
+    Ping,
+    Subscribe(Vec<Ticker>),
+    Unsubscribe(Vec<Ticker>),
+}
+
+/// Why a client message was refused; sent back as `{"type":"error",...}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ProtocolError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// Parses one text frame.
+///
+/// # Errors
+/// `invalid_json`, `invalid_message` (no string `type`, or a bad `tickers` field),
+/// `unknown_type`, `empty_tickers`, `invalid_ticker`.
+pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| ProtocolError::new("invalid_json", format!("message is not valid JSON: {e}")))?;
+    let kind = value
+        .get("type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ProtocolError::new("invalid_message", "message needs a string field \"type\""))?;
+    match kind {
+        "ping" => Ok(ClientMessage::Ping),
+        "subscribe" => Ok(ClientMessage::Subscribe(tickers_field(&value)?)),
+        "unsubscribe" => Ok(ClientMessage::Unsubscribe(tickers_field(&value)?)),
+        other => Err(ProtocolError::new(
+            "unknown_type",
+            format!(
+                "unknown message type {:?}; expected ping, subscribe or unsubscribe",
+                other.chars().take(32).collect::<String>()
+            ),
+        )),
+    }
+}
+
+fn tickers_field(value: &Value) -> Result<Vec<Ticker>, ProtocolError> {
+    let bad = || ProtocolError::new("invalid_message", "\"tickers\" must be an array of strings");
+    let items = value.get("tickers").and_then(Value::as_array).ok_or_else(bad)?;
+    let symbols = items.iter().map(Value::as_str).collect::<Option<Vec<&str>>>().ok_or_else(bad)?;
+    if symbols.is_empty() {
+        return Err(ProtocolError::new("empty_tickers", "\"tickers\" must not be empty"));
+    }
+    normalize_tickers(&symbols).map_err(|e| ProtocolError::new("invalid_ticker", e.to_string()))
+}
+
+/// Kind of a data message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKind {
+    Snapshot,
+    Prices,
+}
+
+/// `{"type":"snapshot"|"prices","seq":N,"prices":[...]}`.
+pub fn data_message(kind: DataKind, seq: u64, ticks: &[SharedTick]) -> String {
+    let kind = match kind {
+        DataKind::Snapshot => "snapshot",
+        DataKind::Prices => "prices",
+    };
+    let body: usize = ticks.iter().map(|t| t.json().len() + 1).sum();
+    let mut out = String::with_capacity(48 + body);
+    // Writing to a String cannot fail.
+    let _ = write!(out, r#"{{"type":"{kind}","seq":{seq},"prices":["#);
+    for (i, tick) in ticks.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(tick.json());
+    }
+    out.push_str("]}");
+    out
+}
+
+/// `{"type":"pong","ts":N}`.
+pub fn pong(ts_ms: u64) -> String {
+    format!(r#"{{"type":"pong","ts":{ts_ms}}}"#)
+}
+
+/// `{"type":"subscribed","tickers":[...]}`: the session's whole set.
+pub fn subscribed(tickers: &[Ticker]) -> String {
+    serde_json::json!({ "type": "subscribed", "tickers": tickers }).to_string()
+}
+
+/// `{"type":"error","code":...,"message":...}`.
+pub fn error(code: &str, message: &str) -> String {
+    serde_json::json!({ "type": "error", "code": code, "message": message }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tickstream_api::Tick;
+
+    use super::*;
+
+    fn code(text: &str) -> &'static str {
+        parse_client(text).unwrap_err().code
+    }
+
+    #[test]
+    fn parses_client_messages() {
+        assert_eq!(parse_client(r#"{"type":"ping"}"#), Ok(ClientMessage::Ping));
+        let t = |s| Ticker::parse(s).unwrap();
+        assert_eq!(
+            parse_client(r#"{"type":"subscribe","tickers":["aapl","MSFT","AAPL"]}"#),
+            Ok(ClientMessage::Subscribe(vec![t("AAPL"), t("MSFT")]))
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"unsubscribe","tickers":["X"]}"#),
+            Ok(ClientMessage::Unsubscribe(vec![t("X")]))
+        );
+    }
+
+    #[test]
+    fn refuses_bad_client_messages_with_codes() {
+        assert_eq!(code("not json"), "invalid_json");
+        assert_eq!(code("{"), "invalid_json");
+        assert_eq!(code("[]"), "invalid_message");
+        assert_eq!(code(r#"{"type":7}"#), "invalid_message");
+        assert_eq!(code(r#"{"type":"dance"}"#), "unknown_type");
+        assert_eq!(code(r#"{"type":"subscribe"}"#), "invalid_message");
+        assert_eq!(code(r#"{"type":"subscribe","tickers":[1]}"#), "invalid_message");
+        assert_eq!(code(r#"{"type":"subscribe","tickers":[]}"#), "empty_tickers");
+        assert_eq!(code(r#"{"type":"subscribe","tickers":["no way"]}"#), "invalid_ticker");
+    }
+
+    #[test]
+    fn encodes_server_messages() {
+        let tick = |s, p| Arc::new(Tick::new(Ticker::parse(s).unwrap(), p, 5).unwrap());
+        let msg = data_message(DataKind::Prices, 7, &[tick("A", 1.5), tick("B", 2.0)]);
+        assert_eq!(
+            msg,
+            r#"{"type":"prices","seq":7,"prices":[{"ticker":"A","price":1.5,"ts":5},{"ticker":"B","price":2.0,"ts":5}]}"#
+        );
+        let v: Value = serde_json::from_str(&data_message(DataKind::Snapshot, 1, &[])).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"snapshot","seq":1,"prices":[]}));
+        assert_eq!(pong(9), r#"{"type":"pong","ts":9}"#);
+        let v: Value = serde_json::from_str(&subscribed(&[Ticker::parse("A").unwrap()])).unwrap();
+        assert_eq!(v, serde_json::json!({"type":"subscribed","tickers":["A"]}));
+        let v: Value = serde_json::from_str(&error("x", "say \"hi\"")).unwrap();
+        assert_eq!(v["message"], "say \"hi\"");
+    }
+}

@@ -1,0 +1,249 @@
+//! REST routes and the WebSocket handshake. Handlers validate input, call the monitoring
+//! service and map its answers to HTTP; they hold no state of their own.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tickstream_api::{
+    MonitoringService, SessionId, SessionInfo, StartRequest, Tick, Ticker, normalize_tickers, now_ms,
+};
+use tickstream_telemetry::GaugeGuard;
+
+use crate::AppState;
+use crate::connection::Connection;
+use crate::error::ApiError;
+
+#[derive(Debug, Deserialize)]
+pub struct CreateSession {
+    tickers: Vec<String>,
+    #[serde(default)]
+    max_rate_hz: Option<f64>,
+}
+
+pub async fn create_session<S: MonitoringService>(
+    State(st): State<AppState<S>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let req: CreateSession = json_body(&headers, body, st.config.session_body_limit)?;
+    let tickers = normalize_tickers(&req.tickers)?;
+    let info = st.service.start_monitoring(StartRequest { tickers, max_rate_hz: req.max_rate_hz }).await?;
+    st.metrics.session_create.observe(started.elapsed().as_secs_f64());
+    let body = json!({
+        "session_id": info.id.to_string(),
+        "tickers": info.tickers,
+        "expires_in_s": info.ttl.as_secs_f64().ceil() as u64,
+        "max_rate_hz": info.max_rate_hz,
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+pub async fn get_session<S: MonitoringService>(
+    State(st): State<AppState<S>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let id = SessionId::parse(&id).ok_or_else(ApiError::session_not_found)?;
+    let info = st.service.session(id).await?;
+    Ok(Json(session_json(&info)))
+}
+
+fn session_json(info: &SessionInfo) -> Value {
+    let created = std::time::UNIX_EPOCH + std::time::Duration::from_millis(info.created_at_ms);
+    json!({
+        "session_id": info.id.to_string(),
+        "tickers": info.tickers,
+        "state": info.state.as_str(),
+        "created_at": humantime::format_rfc3339_millis(created).to_string(),
+        "created_at_ms": info.created_at_ms,
+        "max_rate_hz": info.max_rate_hz,
+    })
+}
+
+pub async fn delete_session<S: MonitoringService>(
+    State(st): State<AppState<S>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = SessionId::parse(&id).ok_or_else(ApiError::session_not_found)?;
+    st.service.end_session(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+struct PriceIn {
+    ticker: String,
+    price: f64,
+    #[serde(default)]
+    ts: Option<u64>,
+}
+
+/// `POST /api/v1/prices`: one price object or an array of them. All are validated before any is
+/// published, so a request is applied whole or not at all.
+pub async fn publish_prices<S: MonitoringService>(
+    State(st): State<AppState<S>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let value: Value = json_body(&headers, body, st.config.prices_body_limit)?;
+    let items = match value {
+        Value::Array(items) => items,
+        obj @ Value::Object(_) => vec![obj],
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "expected a price object or an array of them",
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request("empty_prices", "no prices in the request"));
+    }
+    let max = st.config.max_prices_per_request;
+    if items.len() > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_prices",
+            format!("at most {max} prices per request"),
+        ));
+    }
+    let now = now_ms();
+    let mut ticks = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let p: PriceIn = serde_json::from_value(item)
+            .map_err(|e| ApiError::bad_request("invalid_request", format!("price {i}: {e}")))?;
+        let ticker = Ticker::parse(&p.ticker)?;
+        ticks.push(Tick::new(ticker, p.price, p.ts.unwrap_or(now))?);
+    }
+    let accepted = ticks.len();
+    st.service.publish(ticks).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted }))).into_response())
+}
+
+pub async fn healthz<S: MonitoringService>(State(st): State<AppState<S>>) -> Response {
+    if st.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "shutting_down" }))).into_response();
+    }
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+pub async fn metrics<S: MonitoringService>(State(st): State<AppState<S>>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.render())
+        .into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found_route()
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed for this route")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WsQuery {
+    session_id: Option<String>,
+}
+
+/// `GET /ws?session_id=ID`: checks everything before upgrading, so a refused handshake gets an
+/// HTTP status and a JSON error instead of a socket that closes at once.
+pub async fn ws_upgrade<S: MonitoringService>(
+    State(st): State<AppState<S>>,
+    query: Result<Query<WsQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let raw = query.ok().and_then(|Query(q)| q.session_id).ok_or_else(|| {
+        ApiError::bad_request("missing_session_id", "query parameter session_id is required")
+    })?;
+    let upgrade =
+        upgrade.map_err(|r| ApiError::new(r.status(), "websocket_upgrade_required", r.body_text()))?;
+    if st.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "server is shutting down",
+        ));
+    }
+    // The permit is taken before the upgrade and released when the connection task ends.
+    let permit = st.permits.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "connection limit reached")
+    })?;
+    let session = SessionId::parse(&raw).ok_or_else(ApiError::session_not_found)?;
+    // Attaching here replaces (4409) any older socket of the session before this one upgrades.
+    let updates = st.service.stream_price_updates(session).await?;
+    let cfg = &st.config;
+    let connection = Connection {
+        service: st.service.clone(),
+        session,
+        config: st.config.clone(),
+        metrics: st.metrics.clone(),
+        shutdown: st.shutdown.clone(),
+    };
+    let tracker = st.tracker.clone();
+    let metrics = st.metrics.clone();
+    Ok(upgrade
+        .read_buffer_size(cfg.read_buffer_size)
+        // Every message is flushed at once: latency first, and nothing queues in tungstenite.
+        .write_buffer_size(0)
+        .max_write_buffer_size(cfg.max_frame_bytes * 4 + 64 * 1024)
+        .max_message_size(cfg.max_frame_bytes)
+        .max_frame_size(cfg.max_frame_bytes)
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                let _task = metrics.task("ws_connection");
+                let _open = GaugeGuard::new(&metrics.ws_connections);
+                let _permit = permit;
+                let ending = connection.run(socket, updates).await;
+                tracing::debug!(%session, ?ending, "websocket closed");
+            })
+        }))
+}
+
+/// Reads a JSON body: `Content-Type: application/json`, at most `limit` bytes.
+fn json_body<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false);
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "Content-Type must be application/json",
+        ));
+    }
+    let bytes = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request body is over {limit} bytes"),
+            )
+        } else {
+            ApiError::bad_request("invalid_body", r.body_text())
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::bad_request("invalid_request", e.to_string()),
+        _ => ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}")),
+    })
+}

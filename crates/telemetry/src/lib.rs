@@ -1,0 +1,221 @@
+//! Metrics and logging shared by every tickstream component.
+//!
+//! One [`Metrics`] per node, with its own Prometheus registry (not a process-global one), so
+//! several nodes can live in one test process and each test reads exactly its own gauges.
+//! Every metric of the README's table is a field here: this file is the list.
+
+use std::sync::Arc;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub mod logging;
+
+/// Every metric a node exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `tickstream_sessions{state}`: sessions by state (pending, streaming, detached).
+    pub sessions: IntGaugeVec,
+    /// `tickstream_ws_connections`: open WebSockets.
+    pub ws_connections: IntGauge,
+    /// `tickstream_broker_subscriptions`: tickers this node subscribes to at the broker.
+    pub broker_subscriptions: IntGauge,
+    /// `tickstream_updates_published_total`: ticks published through this node's broker.
+    pub updates_published: IntCounter,
+    /// `tickstream_updates_delivered_total`: ticker updates written to sockets.
+    pub updates_delivered: IntCounter,
+    /// `tickstream_updates_conflated_total`: pending updates replaced by a newer one before delivery.
+    pub updates_conflated: IntCounter,
+    /// `tickstream_ws_messages_sent_total`: WebSocket text messages written.
+    pub ws_messages_sent: IntCounter,
+    /// `tickstream_ws_disconnects_total{code}`: ended WebSockets by close code.
+    pub ws_disconnects: IntCounterVec,
+    /// `tickstream_delivery_latency_seconds`: publish `ts` → written to the socket, per update.
+    pub delivery_latency: Histogram,
+    /// `tickstream_session_create_seconds`: time to create a session (REST handler).
+    pub session_create: Histogram,
+    /// `tickstream_tasks{kind}`: live tasks by kind, the leak detector.
+    pub tasks: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates and registers every metric in a fresh registry.
+    ///
+    /// # Panics
+    /// Never in practice: metric names are static and registered once into a new registry; a
+    /// failure here is a programming error caught by every test.
+    #[allow(clippy::expect_used)]
+    pub fn new() -> Arc<Self> {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("metric names are unique and valid");
+        };
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let sessions = IntGaugeVec::new(Opts::new("tickstream_sessions", "Sessions by state"), &["state"])
+            .expect("valid metric");
+        // Start every state at 0 so dashboards and tests see the series before the first session.
+        for s in ["pending", "streaming", "detached"] {
+            sessions.with_label_values(&[s]).set(0);
+        }
+        let tasks =
+            IntGaugeVec::new(Opts::new("tickstream_tasks", "Live tasks by kind (leak detector)"), &["kind"])
+                .expect("valid metric");
+        let latency_buckets =
+            vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+        let m = Self {
+            sessions,
+            ws_connections: gauge("tickstream_ws_connections", "Open WebSocket connections"),
+            broker_subscriptions: gauge(
+                "tickstream_broker_subscriptions",
+                "Tickers this node subscribes to at the broker",
+            ),
+            updates_published: counter(
+                "tickstream_updates_published_total",
+                "Ticks published through the broker by this node",
+            ),
+            updates_delivered: counter(
+                "tickstream_updates_delivered_total",
+                "Ticker updates written to WebSockets",
+            ),
+            updates_conflated: counter(
+                "tickstream_updates_conflated_total",
+                "Pending updates replaced by a newer price before delivery",
+            ),
+            ws_messages_sent: counter("tickstream_ws_messages_sent_total", "WebSocket text messages written"),
+            ws_disconnects: IntCounterVec::new(
+                Opts::new("tickstream_ws_disconnects_total", "Closed WebSockets by close code"),
+                &["code"],
+            )
+            .expect("valid metric"),
+            delivery_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "tickstream_delivery_latency_seconds",
+                    "Publish timestamp to socket write, per ticker update",
+                )
+                .buckets(latency_buckets.clone()),
+            )
+            .expect("valid metric"),
+            session_create: Histogram::with_opts(
+                HistogramOpts::new("tickstream_session_create_seconds", "Time to create a session")
+                    .buckets(latency_buckets),
+            )
+            .expect("valid metric"),
+            tasks,
+            registry: registry.clone(),
+        };
+        reg(Box::new(m.sessions.clone()));
+        reg(Box::new(m.ws_connections.clone()));
+        reg(Box::new(m.broker_subscriptions.clone()));
+        reg(Box::new(m.updates_published.clone()));
+        reg(Box::new(m.updates_delivered.clone()));
+        reg(Box::new(m.updates_conflated.clone()));
+        reg(Box::new(m.ws_messages_sent.clone()));
+        reg(Box::new(m.ws_disconnects.clone()));
+        reg(Box::new(m.delivery_latency.clone()));
+        reg(Box::new(m.session_create.clone()));
+        reg(Box::new(m.tasks.clone()));
+        Arc::new(m)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec cannot fail for the text format; an error would only drop output.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Counts a live task of `kind` until the returned guard drops. Hold the guard inside the
+    /// task's future, so every way the task ends (return, panic, abort) decrements the gauge.
+    pub fn task(&self, kind: &'static str) -> TaskGuard {
+        let gauge = self.tasks.with_label_values(&[kind]);
+        gauge.inc();
+        TaskGuard(gauge)
+    }
+
+    /// The `tickstream_sessions` gauge for one state.
+    pub fn sessions_in(&self, state: &str) -> IntGauge {
+        self.sessions.with_label_values(&[state])
+    }
+
+    /// Sum of `tickstream_tasks` over every kind.
+    pub fn live_tasks(&self) -> i64 {
+        self.tasks
+            .collect()
+            .iter()
+            .flat_map(|mf| mf.get_metric())
+            .map(|m| m.get_gauge().get_value() as i64)
+            .sum()
+    }
+}
+
+use prometheus::core::Collector as _;
+
+/// Decrements a `tickstream_tasks{kind}` gauge on drop.
+#[derive(Debug)]
+#[must_use = "the task is counted only while the guard lives"]
+pub struct TaskGuard(IntGauge);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Increments a gauge now and decrements it on drop: ties a gauge to an owner's lifetime.
+#[derive(Debug)]
+#[must_use = "the gauge counts only while the guard lives"]
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    pub fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_restore_gauges_and_render_lists_metrics() {
+        let m = Metrics::new();
+        {
+            let _a = m.task("ws");
+            let _b = m.task("sweeper");
+            let _c = GaugeGuard::new(&m.ws_connections);
+            assert_eq!(m.live_tasks(), 2);
+            assert_eq!(m.ws_connections.get(), 1);
+        }
+        assert_eq!(m.live_tasks(), 0);
+        assert_eq!(m.ws_connections.get(), 0);
+        m.ws_disconnects.with_label_values(&["1000"]).inc();
+        let text = m.render();
+        for name in [
+            "tickstream_sessions{state=\"pending\"} 0",
+            "tickstream_ws_connections 0",
+            "tickstream_broker_subscriptions",
+            "tickstream_updates_published_total",
+            "tickstream_updates_delivered_total",
+            "tickstream_updates_conflated_total",
+            "tickstream_ws_messages_sent_total",
+            "tickstream_ws_disconnects_total{code=\"1000\"} 1",
+            "tickstream_delivery_latency_seconds_bucket",
+            "tickstream_session_create_seconds_bucket",
+            "tickstream_tasks{kind=\"ws\"} 0",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}
