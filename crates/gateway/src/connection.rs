@@ -216,9 +216,12 @@ fn close_code(reason: CloseReason) -> CloseCode {
 /// code; anything else means the transport is gone.
 fn read_error(e: axum::Error) -> Ending {
     use tungstenite::Error as WsError;
+    use tungstenite::error::ProtocolError;
     let inner = e.into_inner();
     match inner.downcast_ref::<WsError>() {
         Some(WsError::Capacity(_)) => Ending::Server(CloseCode::TooBig),
+        // EOF without a close frame: the client vanished.
+        Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => Ending::Lost,
         Some(WsError::Utf8(_)) => Ending::Server(CloseCode::InvalidData),
         Some(WsError::Protocol(_)) => Ending::Server(CloseCode::ProtocolError),
         _ => Ending::Lost,

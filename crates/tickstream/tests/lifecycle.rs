@@ -1,0 +1,153 @@
+//! Every way a connection or session ends releases everything: the gauges
+//! `tickstream_ws_connections`, `tickstream_sessions`, `tickstream_broker_subscriptions` and
+//! `tickstream_tasks` return exactly to their baseline.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Gauges, IDLE, close_code, next_json, server};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// One streaming connection plus one session: what a single client holds.
+const ONE_CLIENT: Gauges = Gauges { ws_connections: 1, sessions: 1, broker_subscriptions: 2, tasks: 2 };
+/// The client's socket is gone; its session waits for a resume until the TTL.
+const DETACHED: Gauges = Gauges { ws_connections: 0, sessions: 1, broker_subscriptions: 2, tasks: 1 };
+
+const SHORT_TTL: &[&str] = &["--session-ttl", "400ms"];
+
+#[tokio::test]
+async fn client_close_frame() {
+    let s = server(SHORT_TTL).await;
+    let id = s.create(&["AAPL", "MSFT"]).await;
+    let (mut ws, _) = s.ws(&id).await;
+    s.wait_for(ONE_CLIENT).await;
+    ws.close(Some(CloseFrame { code: 1000.into(), reason: "bye".into() })).await.unwrap();
+    // The server completes the handshake: the stream ends cleanly.
+    while let Some(Ok(_)) = ws.next().await {}
+    s.wait_for(DETACHED).await;
+    assert_eq!(s.counter("tickstream_ws_disconnects_total{code=\"1000\"}").await, 1);
+    s.wait_for(IDLE).await;
+}
+
+#[tokio::test]
+async fn client_drops_the_tcp_socket() {
+    let s = server(SHORT_TTL).await;
+    let id = s.create(&["AAPL", "MSFT"]).await;
+    let (ws, _) = s.ws(&id).await;
+    s.wait_for(ONE_CLIENT).await;
+    drop(ws);
+    s.wait_for(DETACHED).await;
+    assert_eq!(s.counter("tickstream_ws_disconnects_total{code=\"1006\"}").await, 1);
+    s.wait_for(IDLE).await;
+}
+
+#[tokio::test]
+async fn client_resets_the_tcp_connection() {
+    let s = server(SHORT_TTL).await;
+    let id = s.create(&["AAPL", "MSFT"]).await;
+    let tcp = TcpStream::connect(s.running.addr).await.unwrap();
+    // Linger 0: closing sends RST instead of FIN.
+    socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO)).unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(s.ws_url(&id), tcp).await.unwrap();
+    next_json(&mut ws).await;
+    s.wait_for(ONE_CLIENT).await;
+    drop(ws);
+    s.wait_for(DETACHED).await;
+    s.wait_for(IDLE).await;
+}
+
+#[tokio::test]
+async fn client_that_never_answers_pings() {
+    let s =
+        server(&["--session-ttl", "400ms", "--heartbeat-interval", "100ms", "--heartbeat-timeout", "300ms"])
+            .await;
+    let id = s.create(&["AAPL", "MSFT"]).await;
+    // Handshake, then never poll the socket again: tungstenite answers pings only when polled,
+    // so this client is as silent as a half-open TCP connection.
+    let (ws, _) = tokio_tungstenite::connect_async(s.ws_url(&id)).await.unwrap();
+    s.wait_for(ONE_CLIENT).await;
+    s.wait_for(DETACHED).await;
+    assert_eq!(s.counter("tickstream_ws_disconnects_total{code=\"4408\"}").await, 1);
+    s.wait_for(IDLE).await;
+    drop(ws);
+}
+
+#[tokio::test]
+async fn pings_keep_a_live_client_connected() {
+    let s = server(&["--heartbeat-interval", "100ms", "--heartbeat-timeout", "300ms"]).await;
+    let id = s.create(&["AAPL", "MSFT"]).await;
+    let (mut ws, _) = s.ws(&id).await;
+    // Polling answers the server's pings; 1 s is over three heartbeat timeouts.
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.next()).await;
+    let _ =
+        tokio::time::timeout(Duration::from_millis(10), async { while ws.next().await.is_some() {} }).await;
+    let mut pongs = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        assert!(!matches!(m, Message::Close(_)), "closed a live client: {m:?}");
+        pongs += u32::from(matches!(m, Message::Ping(_)));
+    }
+    assert!(pongs >= 3, "server pings every 100 ms, got {pongs}");
+    assert_eq!(s.gauges().await, ONE_CLIENT);
+}
+
+#[tokio::test]
+async fn delete_while_streaming() {
+    let s = server(&[]).await;
+    let id = s.create(&["AAPL", "MSFT"]).await;
+    let (mut ws, _) = s.ws(&id).await;
+    assert_eq!(s.delete(&format!("/api/v1/sessions/{id}")).await, StatusCode::NO_CONTENT);
+    assert_eq!(close_code(&mut ws).await, 4404);
+    s.wait_for(IDLE).await;
+}
+
+#[tokio::test]
+async fn ttl_expiry_of_never_connected_and_detached_sessions() {
+    let s = server(SHORT_TTL).await;
+    let never = s.create(&["AAPL"]).await;
+    let detached = s.create(&["AAPL", "MSFT"]).await;
+    let (mut ws, _) = s.ws(&detached).await;
+    ws.close(None).await.unwrap();
+    s.wait_for(IDLE).await;
+    for id in [never, detached] {
+        assert_eq!(s.get(&format!("/api/v1/sessions/{id}")).await.0, StatusCode::NOT_FOUND);
+        let err = tokio_tungstenite::connect_async(s.ws_url(&id)).await.unwrap_err();
+        assert!(err.to_string().contains("404"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn detached_session_is_resumable_before_its_ttl() {
+    let s = server(&["--session-ttl", "5s"]).await;
+    let id = s.create(&["AAPL", "MSFT"]).await;
+    let (ws, _) = s.ws(&id).await;
+    drop(ws);
+    s.wait_for(DETACHED).await;
+    s.publish(&[("AAPL", 7.0)]).await;
+    let (_ws, snapshot) = s.ws(&id).await;
+    assert_eq!(snapshot["prices"][0]["price"], 7.0, "resume starts from the latest price");
+    s.wait_for(ONE_CLIENT).await;
+}
+
+#[tokio::test]
+async fn server_shutdown_closes_with_1001_and_releases_everything() {
+    let s = server(&[]).await;
+    let id = s.create(&["AAPL", "MSFT"]).await;
+    s.create(&["NVDA"]).await;
+    let (mut ws, _) = s.ws(&id).await;
+    s.running.shutdown();
+    assert_eq!(close_code(&mut ws).await, 1001);
+    let metrics = s.running.metrics.clone();
+    tokio::time::timeout(Duration::from_secs(10), s.running.wait()).await.unwrap().unwrap();
+    assert_eq!(metrics.ws_connections.get(), 0);
+    assert_eq!(metrics.broker_subscriptions.get(), 0);
+    assert_eq!(metrics.live_tasks(), 0, "sweeper and connection tasks ended");
+    for state in ["pending", "streaming", "detached"] {
+        assert_eq!(metrics.sessions_in(state).get(), 0, "{state}");
+    }
+}
