@@ -136,7 +136,9 @@ async fn delete_closes_the_socket_with_4404() {
 async fn bad_rest_input_gets_specific_json_errors() {
     let s = server(&["--max-tickers-per-session", "3"]).await;
     let long: Vec<String> = (0..20_000).map(|i| format!("T{i}")).collect();
-    let cases: Vec<(&str, &str, Option<&str>, String, u16, &str)> = vec![
+    /// method, path, content type, body, expected status, expected error code
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, String, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (
             "POST",
             "/api/v1/sessions",
