@@ -91,3 +91,25 @@ mod tests {
         assert_eq!(SessionId::parse(&format!("+{}", &s[1..])), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn parse_is_total(s in any::<String>()) {
+            if let Some(id) = SessionId::parse(&s) {
+                prop_assert_eq!(id.to_string(), s.to_ascii_lowercase());
+            }
+        }
+
+        #[test]
+        fn display_round_trips(n in any::<u128>()) {
+            let id = SessionId(n);
+            prop_assert_eq!(SessionId::parse(&id.to_string()), Some(id));
+        }
+    }
+}

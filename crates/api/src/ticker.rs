@@ -143,3 +143,27 @@ mod tests {
         assert_eq!(serde_json::to_string(&t).unwrap(), "\"AAPL\"");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any input: no panic; accepted symbols are the upper-cased input and round-trip.
+        #[test]
+        fn parse_is_total_and_canonical(s in any::<String>()) {
+            if let Ok(t) = Ticker::parse(&s) {
+                prop_assert_eq!(t.as_str(), s.to_ascii_uppercase());
+                prop_assert!((1..=Ticker::MAX_LEN).contains(&t.as_str().len()));
+                prop_assert_eq!(Ticker::parse(t.as_str()), Ok(t));
+            }
+        }
+
+        #[test]
+        fn valid_symbols_parse(s in "[A-Za-z0-9.-]{1,12}") {
+            prop_assert!(Ticker::parse(&s).is_ok());
+        }
+    }
+}

@@ -68,7 +68,7 @@ impl Default for GatewayConfig {
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 100_000,
             max_frame_bytes: 4 * 1024,
-            read_buffer_size: 4 * 1024,
+            read_buffer_size: 512,
             client_msg_burst: 20,
             client_msg_per_sec: 10,
             session_body_limit: 64 * 1024,

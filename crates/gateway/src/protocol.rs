@@ -163,3 +163,73 @@ mod tests {
         assert_eq!(v["message"], "say \"hi\"");
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+    use tickstream_api::Tick;
+
+    use super::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f).map(Value::Number)),
+            "[a-z]{0,12}".prop_map(Value::String),
+            prop_oneof![Just("ping"), Just("subscribe"), Just("unsubscribe"), Just("type"), Just("tickers")]
+                .prop_map(|s| Value::String(s.into())),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((prop_oneof![Just("type".to_owned()), Just("tickers".to_owned()), "[a-z]{1,6}"], inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// Arbitrary text never panics the parser, and every refusal carries a code.
+        #[test]
+        fn parse_client_is_total_on_text(s in any::<String>()) {
+            if let Err(e) = parse_client(&s) {
+                prop_assert!(!e.code.is_empty());
+            }
+        }
+
+        /// Arbitrary JSON shaped like client messages: no panic, and accepted subscriptions hold
+        /// only valid, distinct tickers.
+        #[test]
+        fn parse_client_is_total_on_json(v in json_value()) {
+            if let Ok(ClientMessage::Subscribe(t) | ClientMessage::Unsubscribe(t)) = parse_client(&v.to_string()) {
+                let mut sorted = t.clone();
+                sorted.sort();
+                sorted.dedup();
+                prop_assert_eq!(sorted.len(), t.len());
+            }
+        }
+
+        /// Every data message is valid JSON with the prices it was given.
+        #[test]
+        fn data_messages_are_valid_json(
+            ticks in prop::collection::vec(("[A-Z0-9.-]{1,12}", 1e-9f64..1e12, any::<u64>()), 0..20),
+            seq in any::<u64>(),
+        ) {
+            let ticks: Vec<_> = ticks
+                .iter()
+                .map(|(s, p, ts)| Arc::new(Tick::new(Ticker::parse(s).unwrap(), *p, *ts).unwrap()))
+                .collect();
+            let v: Value = serde_json::from_str(&data_message(DataKind::Prices, seq, &ticks)).unwrap();
+            prop_assert_eq!(v["seq"].as_u64(), Some(seq));
+            let prices = v["prices"].as_array().unwrap();
+            prop_assert_eq!(prices.len(), ticks.len());
+            for (p, t) in prices.iter().zip(&ticks) {
+                prop_assert_eq!(p["price"].as_f64(), Some(t.price()));
+                prop_assert_eq!(p["ts"].as_u64(), Some(t.ts_ms()));
+            }
+        }
+    }
+}

@@ -281,3 +281,4 @@ async fn shutdown_closes_with_1001_and_session_end_with_4404() {
     assert_eq!(h.closed().await.0, Some(4404));
     assert_eq!(metrics.sessions_in("detached").get() + metrics.sessions_in("streaming").get(), 0);
 }
+
