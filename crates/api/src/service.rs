@@ -52,8 +52,8 @@ pub enum ServiceError {
     NoTickers,
     #[error("too many tickers: at most {max} per session")]
     TooManyTickers { max: usize },
-    #[error("max_rate_hz must be a number greater than 0 and at most {max}")]
-    InvalidRate { max: f64 },
+    #[error("max_rate_hz must be a number from {min} to {max}")]
+    InvalidRate { min: f64, max: f64 },
     #[error("session limit reached ({max} sessions)")]
     SessionLimit { max: usize },
     #[error("symbol limit reached: this node tracks at most {max} distinct tickers")]

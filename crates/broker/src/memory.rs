@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 
 use foldhash::fast::RandomState;
 use futures::future::BoxFuture;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tickstream_api::{SharedTick, Tick, Ticker};
 use tickstream_telemetry::Metrics;
 
@@ -17,6 +17,9 @@ use crate::{Broker, BrokerError, TickSink};
 /// In-process Pub/Sub with a bounded last-value cache.
 pub struct InMemoryBroker {
     sink: OnceLock<Arc<dyn TickSink>>,
+    /// Serialises publishes from cache write through delivery, so watchers see each ticker's
+    /// updates in cache order (two racing publishers must not deliver an older price last).
+    order: Mutex<()>,
     subscribed: RwLock<HashSet<Ticker, RandomState>>,
     last: RwLock<HashMap<Ticker, SharedTick, RandomState>>,
     /// Bound on distinct symbols in the cache: ingest takes any valid symbol, so without it a
@@ -39,6 +42,7 @@ impl InMemoryBroker {
     pub fn new(max_symbols: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             sink: OnceLock::new(),
+            order: Mutex::new(()),
             subscribed: RwLock::default(),
             last: RwLock::default(),
             max_symbols,
@@ -53,6 +57,7 @@ impl InMemoryBroker {
 
     fn publish_now(&self, ticks: Vec<Tick>) -> Result<(), BrokerError> {
         let shared: Vec<SharedTick> = ticks.into_iter().map(Arc::new).collect();
+        let _order = self.order.lock();
         {
             let mut last = self.last.write();
             // Check the whole batch first so a rejected publish changes nothing. The cheap bound

@@ -38,8 +38,10 @@ impl Fanout {
             Entry::Vacant(e) => {
                 let mut watchers = Watchers::default();
                 watchers.insert(session.id, Arc::clone(session));
-                e.insert(watchers);
+                // Inserting consumes the entry and releases the shard lock, so the broker is told
+                // first: a concurrent last `unwatch` must not unsubscribe after this subscribe.
                 broker.subscribe(ticker);
+                e.insert(watchers);
             }
         }
     }
@@ -49,8 +51,9 @@ impl Fanout {
         if let Entry::Occupied(mut e) = self.tickers.entry(ticker) {
             e.get_mut().remove(&id);
             if e.get().is_empty() {
-                e.remove();
+                // Still under the shard lock (see `watch`).
                 broker.unsubscribe(ticker);
+                e.remove();
             }
         }
     }

@@ -38,6 +38,9 @@ pub use stream::Updates;
 
 /// Highest accepted `max_rate_hz`; above it the cap means nothing.
 pub const MAX_RATE_HZ: f64 = 1000.0;
+/// Lowest accepted `max_rate_hz` (one message per 100 s); it also keeps the interval a sane
+/// `Duration` (a rate of 1e-300 Hz would overflow it).
+pub const MIN_RATE_HZ: f64 = 0.01;
 
 /// Engine limits and timings.
 #[derive(Debug, Clone)]
@@ -207,9 +210,9 @@ impl Engine {
             return Err(ServiceError::TooManyTickers { max: config.max_tickers_per_session });
         }
         if let Some(hz) = req.max_rate_hz
-            && !(hz.is_finite() && hz > 0.0 && hz <= MAX_RATE_HZ)
+            && !(hz.is_finite() && (MIN_RATE_HZ..=MAX_RATE_HZ).contains(&hz))
         {
-            return Err(ServiceError::InvalidRate { max: MAX_RATE_HZ });
+            return Err(ServiceError::InvalidRate { min: MIN_RATE_HZ, max: MAX_RATE_HZ });
         }
         let id = SessionId::random();
         let session = Arc::new(Session::new(id, req.tickers, req.max_rate_hz, now_ms(), &self.inner.metrics));
@@ -238,11 +241,15 @@ impl Engine {
 
     async fn attach(&self, id: SessionId) -> Result<Updates, ServiceError> {
         let session = self.live_session(id)?;
-        let tickers = session.membership.lock().tickers.clone();
+        // Rates were validated at creation, so this is a sane, finite interval.
+        let min_interval = session.max_rate_hz.map(|hz| Duration::from_secs_f64(1.0 / hz));
         let notify = Arc::new(Notify::new());
-        let epoch = {
+        // The ticker list and the epoch are taken together (membership, then stream): a ticker
+        // change racing this attach is either in the list, or its snapshot lands on this stream.
+        let (tickers, epoch) = {
+            let membership = session.membership.lock();
             let mut st = session.stream.lock();
-            if matches!(st.life, Life::Ended(_)) {
+            if membership.ended || matches!(st.life, Life::Ended(_)) {
                 return Err(ServiceError::SessionNotFound);
             }
             st.epoch += 1;
@@ -255,28 +262,28 @@ impl Engine {
             if st.life != Life::Streaming {
                 st.set_life(Life::Streaming, &self.inner.metrics);
             }
-            st.epoch
+            (membership.tickers.clone(), st.epoch)
         };
         // Built before the await below, so a cancelled attach still detaches on drop.
         let attachment = Attachment {
             session: Arc::clone(&session),
             epoch,
             notify,
-            min_interval: session.max_rate_hz.map(|hz| Duration::from_secs_f64(1.0 / hz)),
+            min_interval,
             last_emit: None,
             finished: false,
             metrics: Arc::clone(&self.inner.metrics),
         };
         // Subscribed before reading the cache, and the cache is written before delivery: the
         // snapshot is never older than a later delivered update (at worst one update repeats).
-        let mut snapshot = self.inner.broker.last_values(&tickers).await;
+        let values = self.inner.broker.last_values(&tickers).await;
         {
             let mut st = session.stream.lock();
             if st.epoch == epoch {
-                if let Some(added_meanwhile) = st.snapshot.take() {
-                    snapshot.extend(added_meanwhile);
+                let snapshot = st.snapshot.get_or_insert_with(Default::default);
+                for v in values {
+                    snapshot.entry(v.ticker()).or_insert(v);
                 }
-                st.snapshot = Some(snapshot);
             }
         }
         Ok(attachment.into_updates())
@@ -323,14 +330,20 @@ impl Engine {
             let mut st = session.stream.lock();
             for t in &removed {
                 st.pending.remove(t);
+                if let Some(snapshot) = &mut st.snapshot {
+                    snapshot.remove(t);
+                }
             }
         }
         if !added.is_empty() {
             let values = self.inner.broker.last_values(&added).await;
+            let membership = session.membership.lock();
             let mut st = session.stream.lock();
             if let Some(notify) = &st.notify {
                 notify.notify_one();
-                st.snapshot.get_or_insert_with(Vec::new).extend(values);
+                // Only tickers still watched: another change may have removed one meanwhile.
+                let values = values.into_iter().filter(|v| membership.tickers.contains(&v.ticker()));
+                st.snapshot.get_or_insert_with(Default::default).extend(values.map(|v| (v.ticker(), v)));
             }
         }
         Ok(all)

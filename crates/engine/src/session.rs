@@ -6,7 +6,8 @@
 //!   and leak a subscription (the reference system's bug #3/#4);
 //! - `stream` (lifecycle + pending updates) is taken last, briefly, by fan-out and by the stream.
 //!
-//! Lock order across the engine: registry → stream; membership → fan-out shard → stream.
+//! Lock order across the engine: registry → stream; membership → fan-out shard → stream;
+//! membership → stream.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -57,8 +58,8 @@ pub(crate) struct StreamState {
     /// Conflation map: at most one entry per ticker of the session, so memory is bounded by the
     /// ticker count however slow the client is.
     pub pending: HashMap<Ticker, SharedTick, RandomState>,
-    /// A snapshot to emit before any further prices.
-    pub snapshot: Option<Vec<SharedTick>>,
+    /// A snapshot to emit before any further prices, one entry per ticker.
+    pub snapshot: Option<HashMap<Ticker, SharedTick, RandomState>>,
 }
 
 #[derive(Debug)]

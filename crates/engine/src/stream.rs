@@ -78,7 +78,7 @@ impl Attachment {
                 let now = Instant::now();
                 if let Some(snapshot) = st.snapshot.take() {
                     self.last_emit = Some(now);
-                    return Some(SessionEvent::Snapshot(snapshot));
+                    return Some(SessionEvent::Snapshot(snapshot.into_values().collect()));
                 }
                 if st.pending.is_empty() {
                     None
@@ -107,7 +107,7 @@ impl Attachment {
     }
 
     fn next_allowed(&self) -> Option<Instant> {
-        Some(self.last_emit? + self.min_interval?)
+        self.last_emit?.checked_add(self.min_interval?)
     }
 }
 

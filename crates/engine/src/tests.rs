@@ -294,3 +294,101 @@ async fn concurrent_create_attach_end_and_sweep_leave_nothing_behind() {
     assert_eq!(gauges(&m), [0, 0, 0, 0]);
     assert_eq!(e.watched_tickers(), 0);
 }
+
+/// Review finding: the last `unwatch` of a ticker racing the first `watch` of a new session must
+/// not leave the ticker watched but unsubscribed at the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_watch_racing_last_unwatch_keeps_the_broker_subscription() {
+    let (e, m) = engine();
+    for _ in 0..3000 {
+        let a = start(&e, &["X"]).await;
+        let ender = e.clone();
+        let end = tokio::spawn(async move { ender.end_session(a).await });
+        let creator = e.clone();
+        let create = tokio::spawn(async move { start(&creator, &["X"]).await });
+        end.await.unwrap().unwrap();
+        let b = create.await.unwrap();
+        assert_eq!(m.broker_subscriptions.get(), 1, "X is watched by b");
+        e.end_session(b).await.unwrap();
+        assert_eq!(m.broker_subscriptions.get(), 0);
+    }
+}
+
+/// Review finding: two publishers racing on one ticker must leave the watcher with the price the
+/// cache holds (delivery in cache order), never an older one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_publishers_deliver_in_cache_order() {
+    let (e, _m) = engine();
+    let id = start(&e, &["X"]).await;
+    let mut s = e.stream_price_updates(id).await.unwrap();
+    s.next().await.unwrap();
+    for round in 0..20_000u32 {
+        let base = f64::from(round) * 10.0 + 1.0;
+        let (p, q) = (e.clone(), e.clone());
+        let one = tokio::spawn(async move { publish(&p, &[("X", base)]).await });
+        let two = tokio::spawn(async move { publish(&q, &[("X", base + 1.0)]).await });
+        one.await.unwrap();
+        two.await.unwrap();
+        let cached = e.inner.broker.last_values(&[t("X")]).await[0].price();
+        let delivered = prices(&s.next().await.unwrap());
+        assert_eq!(delivered, [("X".into(), cached)], "round {round}");
+    }
+}
+
+/// Review finding: a subscribe from the old socket racing a reconnect either appears in the new
+/// stream's snapshot or arrives as its own snapshot — never lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticker_added_during_reattach_is_snapshotted() {
+    let (e, _m) = engine();
+    publish(&e, &[("A", 1.0), ("G", 2.0)]).await;
+    for _ in 0..500 {
+        let id = start(&e, &["A"]).await;
+        let _old = e.stream_price_updates(id).await.unwrap();
+        let changer = e.clone();
+        let change = tokio::spawn(async move { changer.update_tickers(id, vec![t("G")], vec![]).await });
+        let mut new = e.stream_price_updates(id).await.unwrap();
+        change.await.unwrap().unwrap();
+        let mut seen = Vec::new();
+        while !seen.iter().any(|(s, _)| s == "G") {
+            let ev = tokio::time::timeout(Duration::from_secs(5), new.next())
+                .await
+                .expect("G's snapshot")
+                .unwrap();
+            assert!(matches!(ev, SessionEvent::Snapshot(_)), "{ev:?}");
+            seen.extend(prices(&ev));
+        }
+        e.end_session(id).await.unwrap();
+    }
+}
+
+/// Review finding: a queued snapshot must not carry a ticker that was unsubscribed before the
+/// stream drained it.
+#[tokio::test]
+async fn unsubscribed_ticker_leaves_the_queued_snapshot() {
+    let (e, _m) = engine();
+    publish(&e, &[("G", 2.0), ("H", 3.0)]).await;
+    let id = start(&e, &["A"]).await;
+    let mut s = e.stream_price_updates(id).await.unwrap();
+    s.next().await.unwrap();
+    e.update_tickers(id, vec![t("G"), t("H")], vec![]).await.unwrap();
+    e.update_tickers(id, vec![], vec![t("G")]).await.unwrap();
+    e.update_tickers(id, vec![t("H")], vec![]).await.unwrap();
+    assert_eq!(prices(&s.next().await.unwrap()), [("H".into(), 3.0)]);
+}
+
+/// Review finding: a tiny rate used to panic on attach and leave the session streaming forever.
+#[tokio::test]
+async fn rate_bounds_are_enforced_and_the_lowest_rate_streams() {
+    let (e, m) = engine();
+    for hz in [1e-300, 1e-19, 0.009] {
+        let req = StartRequest { tickers: vec![t("A")], max_rate_hz: Some(hz) };
+        assert!(matches!(e.start_monitoring(req).await, Err(ServiceError::InvalidRate { .. })), "{hz}");
+    }
+    let req = StartRequest { tickers: vec![t("A")], max_rate_hz: Some(MIN_RATE_HZ) };
+    let id = e.start_monitoring(req).await.unwrap().id;
+    let mut s = e.stream_price_updates(id).await.unwrap();
+    assert!(matches!(s.next().await, Some(SessionEvent::Snapshot(_))));
+    drop(s);
+    e.end_session(id).await.unwrap();
+    assert_eq!(gauges(&m), [0, 0, 0, 0]);
+}

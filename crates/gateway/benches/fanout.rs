@@ -3,6 +3,9 @@
 //!
 //! `cargo bench -p tickstream-gateway --bench fanout`
 
+// Setup failures should abort the benchmark loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -16,7 +19,12 @@ use tickstream_telemetry::Metrics;
 
 /// An engine with `sessions` attached sessions, each watching `per_session` of `universe`
 /// tickers, and their update streams.
-fn setup(rt: &tokio::runtime::Runtime, sessions: usize, per_session: usize, universe: usize) -> (Engine, Vec<Updates>, Vec<Ticker>) {
+fn setup(
+    rt: &tokio::runtime::Runtime,
+    sessions: usize,
+    per_session: usize,
+    universe: usize,
+) -> (Engine, Vec<Updates>, Vec<Ticker>) {
     let metrics = Metrics::new();
     let broker = Arc::new(InMemoryBroker::new(universe + 1, metrics.clone()));
     let config = EngineConfig { max_sessions: sessions + 1, ..EngineConfig::default() };
@@ -26,7 +34,11 @@ fn setup(rt: &tokio::runtime::Runtime, sessions: usize, per_session: usize, univ
         let mut streams = Vec::with_capacity(sessions);
         for s in 0..sessions {
             let watched = (0..per_session).map(|k| tickers[(s * 7 + k) % universe]).collect();
-            let id = engine.start_monitoring(StartRequest { tickers: watched, max_rate_hz: None }).await.unwrap().id;
+            let id = engine
+                .start_monitoring(StartRequest { tickers: watched, max_rate_hz: None })
+                .await
+                .unwrap()
+                .id;
             let mut updates = engine.stream_price_updates(id).await.unwrap();
             updates.next().await.unwrap(); // snapshot
             streams.push(updates);
@@ -57,14 +69,18 @@ fn fanout(c: &mut Criterion) {
         group.throughput(Throughput::Elements(sessions as u64));
         let mut price = 1.0;
         let mut seq = 1;
-        group.bench_with_input(BenchmarkId::new("one_ticker_publish_drain_encode", sessions), &sessions, |b, _| {
-            b.iter(|| {
-                price += 0.01;
-                seq += 1;
-                rt.block_on(engine.publish(vec![Tick::new(tickers[0], price, 1).unwrap()])).unwrap();
-                drain(&mut streams, seq)
-            })
-        });
+        group.bench_with_input(
+            BenchmarkId::new("one_ticker_publish_drain_encode", sessions),
+            &sessions,
+            |b, _| {
+                b.iter(|| {
+                    price += 0.01;
+                    seq += 1;
+                    rt.block_on(engine.publish(vec![Tick::new(tickers[0], price, 1).unwrap()])).unwrap();
+                    drain(&mut streams, seq)
+                })
+            },
+        );
     }
     // A realistic mix: 10,000 sessions × 5 of 500 tickers; a batch of 500 updates (every ticker
     // once) is published, then every session drained. Throughput = delivered ticker updates.

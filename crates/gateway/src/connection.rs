@@ -3,8 +3,9 @@
 //!
 //! One task is enough, and it makes the single-writer rule structural: only this loop writes to
 //! the socket, so replies, pings and data can never interleave mid-frame (reference bug #6), and
-//! a ping waits for at most one in-flight write (bug #7). While a write is in flight the engine
-//! keeps conflating, so the next message carries everything that changed meanwhile.
+//! a due ping goes out before any further data, after at most one in-flight write (bug #7). While
+//! a write is in flight the engine keeps conflating, so the next message carries everything that
+//! changed meanwhile.
 //!
 //! The loop is generic over the transport (any `Stream + Sink` of messages), so its rules are
 //! unit-tested with channels and tokio's paused clock.
@@ -89,6 +90,13 @@ impl<S: MonitoringService> Connection<S> {
     async fn serve<T: Transport>(&self, ws: &mut T, mut updates: S::Updates) -> Result<Infallible, Ending> {
         let cfg = &*self.config;
         let mut seq: u64 = 0;
+        // The snapshot is the first message, whatever the client sends meanwhile.
+        let first = tokio::select! {
+            biased;
+            () = self.shutdown.cancelled() => return Err(Ending::Server(CloseCode::GoingAway)),
+            event = updates.next() => event,
+        };
+        self.forward(ws, first, &mut seq).await?;
         let mut ping =
             tokio::time::interval_at(Instant::now() + cfg.heartbeat_interval, cfg.heartbeat_interval);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -96,10 +104,16 @@ impl<S: MonitoringService> Connection<S> {
         tokio::pin!(silence);
         let mut inbound = Bucket::new(cfg.client_msg_burst, cfg.client_msg_per_sec);
         loop {
+            // Biased, in this order: shutdown and the heartbeat before client frames, and all of
+            // them before data, so a busy stream can never starve a ping (a browser answers
+            // pings but sends nothing else) or delay shutdown.
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return Err(Ending::Server(CloseCode::GoingAway)),
                 () = &mut silence => return Err(Ending::Server(CloseCode::HeartbeatTimeout)),
+                _ = ping.tick() => {
+                    timed_send(ws, Message::Ping(Default::default()), cfg.write_timeout).await?;
+                }
                 frame = ws.next() => {
                     // Anything from the client proves it is alive.
                     silence.as_mut().reset(Instant::now() + cfg.heartbeat_timeout);
@@ -118,23 +132,29 @@ impl<S: MonitoringService> Connection<S> {
                     let reply = self.handle_client(&text).await;
                     self.write(ws, reply).await?;
                 }
-                event = updates.next() => {
-                    let (kind, ticks) = match event {
-                        Some(SessionEvent::Snapshot(ticks)) => (DataKind::Snapshot, ticks),
-                        Some(SessionEvent::Prices(ticks)) => (DataKind::Prices, ticks),
-                        Some(SessionEvent::Closed(reason)) => return Err(Ending::Server(close_code(reason))),
-                        // A stream must end with `Closed`; ending silently is an engine fault.
-                        None => return Err(Ending::Server(CloseCode::InternalError)),
-                    };
-                    seq += 1;
-                    self.write(ws, protocol::data_message(kind, seq, &ticks)).await?;
-                    self.delivered(&ticks);
-                }
-                _ = ping.tick() => {
-                    timed_send(ws, Message::Ping(Default::default()), cfg.write_timeout).await?;
-                }
+                event = updates.next() => self.forward(ws, event, &mut seq).await?,
             }
         }
+    }
+
+    /// Writes one event of the update stream as the next data message.
+    async fn forward<T: Transport>(
+        &self,
+        ws: &mut T,
+        event: Option<SessionEvent>,
+        seq: &mut u64,
+    ) -> Result<(), Ending> {
+        let (kind, ticks) = match event {
+            Some(SessionEvent::Snapshot(ticks)) => (DataKind::Snapshot, ticks),
+            Some(SessionEvent::Prices(ticks)) => (DataKind::Prices, ticks),
+            Some(SessionEvent::Closed(reason)) => return Err(Ending::Server(close_code(reason))),
+            // A stream must end with `Closed`; ending silently is an engine fault.
+            None => return Err(Ending::Server(CloseCode::InternalError)),
+        };
+        *seq += 1;
+        self.write(ws, protocol::data_message(kind, *seq, &ticks)).await?;
+        self.delivered(&ticks);
+        Ok(())
     }
 
     /// Answers one client text message; the reply is always one text message.

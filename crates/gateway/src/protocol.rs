@@ -185,8 +185,11 @@ mod properties {
         leaf.prop_recursive(3, 24, 4, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::vec((prop_oneof![Just("type".to_owned()), Just("tickers".to_owned()), "[a-z]{1,6}"], inner), 0..4)
-                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+                prop::collection::vec(
+                    (prop_oneof![Just("type".to_owned()), Just("tickers".to_owned()), "[a-z]{1,6}"], inner),
+                    0..4
+                )
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
             ]
         })
     }

@@ -23,8 +23,11 @@ async fn creations_racing_deletions_expiries_and_attaches() {
             assert_eq!(status, StatusCode::CREATED, "{body}");
             let id = body["session_id"].as_str().unwrap().to_owned();
             match i % 5 {
-                // Delete at once.
-                0 => assert_eq!(s.delete(&format!("/api/v1/sessions/{id}")).await, StatusCode::NO_CONTENT),
+                // Delete at once (on a saturated machine the TTL may have won the race: 404).
+                0 => {
+                    let deleted = s.delete(&format!("/api/v1/sessions/{id}")).await;
+                    assert!(deleted == StatusCode::NO_CONTENT || deleted == StatusCode::NOT_FOUND);
+                }
                 // Attach, and race a delete against the stream.
                 1 => {
                     let ws = tokio_tungstenite::connect_async(s.ws_url(&id)).await;

@@ -75,6 +75,15 @@ fn config() -> GatewayConfig {
 }
 
 async fn harness(config: GatewayConfig, outbound_capacity: usize) -> Harness {
+    harness_with_early_frames(config, outbound_capacity, &[]).await
+}
+
+/// A harness whose client has already sent `early` text frames when the connection starts.
+async fn harness_with_early_frames(
+    config: GatewayConfig,
+    outbound_capacity: usize,
+    early: &[&str],
+) -> Harness {
     let metrics = Metrics::new();
     let broker = Arc::new(InMemoryBroker::new(1000, metrics.clone()));
     let engine = Engine::new(EngineConfig::default(), broker, metrics.clone());
@@ -82,6 +91,9 @@ async fn harness(config: GatewayConfig, outbound_capacity: usize) -> Harness {
     let id = engine.start_monitoring(req).await.unwrap().id;
     let updates = engine.stream_price_updates(id).await.unwrap();
     let (client_tx, inbound) = mpsc::unbounded();
+    for text in early {
+        client_tx.unbounded_send(Ok(Message::text(*text))).unwrap();
+    }
     let (outbound, client_rx) = mpsc::channel(outbound_capacity);
     let shutdown = CancellationToken::new();
     let connection = Connection {
@@ -282,3 +294,48 @@ async fn shutdown_closes_with_1001_and_session_end_with_4404() {
     assert_eq!(metrics.sessions_in("detached").get() + metrics.sessions_in("streaming").get(), 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_snapshot_comes_first_even_when_the_client_speaks_first() {
+    let mut h = harness_with_early_frames(config(), 16, &[r#"{"type":"ping"}"#]).await;
+    assert_eq!(h.next_json().await["type"], "snapshot");
+    assert_eq!(h.next_json().await["type"], "pong");
+}
+
+/// A client on a slow link watching a busy ticker: data is always pending, yet pings still go
+/// out on time and the client, answering them, is never dropped.
+#[tokio::test(start_paused = true)]
+async fn a_busy_stream_does_not_starve_heartbeat_pings() {
+    let cfg = GatewayConfig {
+        heartbeat_interval: Duration::from_secs(1),
+        heartbeat_timeout: Duration::from_secs(2),
+        ..config()
+    };
+    let mut h = harness(cfg, 1).await;
+    h.next().await;
+    let engine = h.engine.clone();
+    let publisher = tokio::spawn(async move {
+        for i in 1..=5000u32 {
+            engine.publish(vec![Tick::new(t("AAPL"), f64::from(i), 1).unwrap()]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    });
+    let mut pings = 0;
+    let mut data = 0;
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        match h.client_rx.next().await {
+            Some(Message::Ping(_)) => {
+                pings += 1;
+                h.client_tx.unbounded_send(Ok(Message::Pong(Default::default()))).unwrap();
+            }
+            Some(Message::Close(f)) => panic!("live client closed: {f:?}"),
+            Some(_) => data += 1,
+            None => panic!("connection ended"),
+        }
+    }
+    publisher.await.unwrap();
+    assert!(pings >= 8, "{pings} pings in 10 s at a 1 s interval");
+    assert!(data > 1000, "{data} data messages");
+    assert!(!h.task.is_finished());
+}
