@@ -79,19 +79,29 @@ pub enum Ending {
 }
 
 impl Ending {
-    /// The metric label: the close code as a number. Client codes outside the registered range
-    /// are folded into `other` so a client cannot grow the label set.
+    /// The metric label: the close code as a number. Client codes outside 1000–1015 are folded
+    /// into `other`, so a client cannot grow the label set.
     pub fn label(self) -> String {
         match self {
             Self::Server(c) => c.code().to_string(),
             Self::Client(None) => "1005".into(),
-            Self::Client(Some(c))
-                if (1000..=1015).contains(&c) || (4000..=4999).contains(&c) && c % 100 == 0 =>
-            {
-                c.to_string()
-            }
+            Self::Client(Some(c)) if (1000..=1015).contains(&c) => c.to_string(),
             Self::Client(Some(_)) => "other".into(),
             Self::Lost => "1006".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_bounded() {
+        assert_eq!(Ending::Server(CloseCode::Replaced).label(), "4409");
+        assert_eq!(Ending::Client(Some(1001)).label(), "1001");
+        assert_eq!(Ending::Client(Some(4321)).label(), "other");
+        assert_eq!(Ending::Client(None).label(), "1005");
+        assert_eq!(Ending::Lost.label(), "1006");
     }
 }

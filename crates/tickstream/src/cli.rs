@@ -75,6 +75,38 @@ pub struct ServeArgs {
     pub log_format: LogFormat,
 }
 
+impl ServeArgs {
+    /// Checks what clap's types cannot: durations that must be positive, and relations between
+    /// flags.
+    ///
+    /// # Errors
+    /// A message naming the offending flag.
+    pub fn validate(&self) -> Result<(), String> {
+        for (flag, value) in [
+            ("--session-ttl", self.session_ttl),
+            ("--heartbeat-interval", self.heartbeat_interval),
+            ("--heartbeat-timeout", self.heartbeat_timeout),
+            ("--write-timeout", self.write_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(format!("{flag} must be greater than zero"));
+            }
+        }
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return Err("--heartbeat-timeout must be longer than --heartbeat-interval".into());
+        }
+        if self.max_tickers_per_session == 0 || self.max_sessions == 0 || self.max_connections == 0 {
+            return Err(
+                "--max-tickers-per-session, --max-sessions and --max-connections must be at least 1".into()
+            );
+        }
+        if !self.no_feed && self.tickers > self.max_symbols {
+            return Err(format!("--tickers ({}) exceeds --max-symbols ({})", self.tickers, self.max_symbols));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +140,21 @@ mod tests {
         assert!(a.no_feed);
         assert_eq!(a.log_format, LogFormat::Json);
         assert!(ServeArgs::try_parse_from(["serve", "--session-ttl", "soon"]).is_err());
+    }
+
+    #[test]
+    fn validation_rejects_settings_that_cannot_work() {
+        let check = |argv: &[&str]| {
+            let mut full = vec!["serve"];
+            full.extend_from_slice(argv);
+            ServeArgs::try_parse_from(full).unwrap().validate()
+        };
+        assert_eq!(check(&[]), Ok(()));
+        assert!(check(&["--heartbeat-interval", "0s"]).unwrap_err().contains("--heartbeat-interval"));
+        assert!(check(&["--session-ttl", "0ms"]).is_err());
+        assert!(check(&["--heartbeat-interval", "60s", "--heartbeat-timeout", "30s"]).is_err());
+        assert!(check(&["--tickers", "200", "--max-symbols", "100"]).is_err());
+        assert_eq!(check(&["--tickers", "200", "--max-symbols", "100", "--no-feed"]), Ok(()));
+        assert!(check(&["--max-sessions", "0"]).is_err());
     }
 }

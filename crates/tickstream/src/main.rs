@@ -19,7 +19,7 @@ async fn main() -> ExitCode {
             let running = match serve::start(&args).await {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!(error = %e, listen = %args.listen, "cannot start");
+                    eprintln!("tickstream: cannot start: {e}");
                     return ExitCode::FAILURE;
                 }
             };

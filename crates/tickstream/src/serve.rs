@@ -50,8 +50,9 @@ impl Running {
 /// Binds and starts a `serve` node.
 ///
 /// # Errors
-/// When the listen address cannot be bound.
+/// Invalid settings ([`ServeArgs::validate`]), or a listen address that cannot be bound.
 pub async fn start(args: &ServeArgs) -> io::Result<Running> {
+    args.validate().map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
     let metrics = Metrics::new();
     let broker = Arc::new(InMemoryBroker::new(args.max_symbols, Arc::clone(&metrics)));
     let engine = Engine::new(
