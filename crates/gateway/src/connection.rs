@@ -90,10 +90,14 @@ impl<S: MonitoringService> Connection<S> {
     async fn serve<T: Transport>(&self, ws: &mut T, mut updates: S::Updates) -> Result<Infallible, Ending> {
         let cfg = &*self.config;
         let mut seq: u64 = 0;
+        // Created once: every `cancelled()` call registers with the token shared by all
+        // connections, which would be a contended lock per loop turn.
+        let shutdown = self.shutdown.cancelled();
+        tokio::pin!(shutdown);
         // The snapshot is the first message, whatever the client sends meanwhile.
         let first = tokio::select! {
             biased;
-            () = self.shutdown.cancelled() => return Err(Ending::Server(CloseCode::GoingAway)),
+            () = &mut shutdown => return Err(Ending::Server(CloseCode::GoingAway)),
             event = updates.next() => event,
         };
         self.forward(ws, first, &mut seq).await?;
@@ -109,7 +113,7 @@ impl<S: MonitoringService> Connection<S> {
             // pings but sends nothing else) or delay shutdown.
             tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return Err(Ending::Server(CloseCode::GoingAway)),
+                () = &mut shutdown => return Err(Ending::Server(CloseCode::GoingAway)),
                 () = &mut silence => return Err(Ending::Server(CloseCode::HeartbeatTimeout)),
                 _ = ping.tick() => {
                     timed_send(ws, Message::Ping(Default::default()), cfg.write_timeout).await?;
