@@ -14,11 +14,12 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::ws::{CloseFrame, Message};
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use tickstream_api::{CloseReason, MonitoringService, SessionEvent, SessionId, SharedTick, now_ms};
 use tickstream_telemetry::Metrics;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use crate::GatewayConfig;
@@ -28,12 +29,12 @@ use crate::protocol::{self, ClientMessage, DataKind};
 
 /// What the connection loop needs from a socket.
 pub trait Transport:
-    Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send
+    Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send
 {
 }
 
 impl<T> Transport for T where
-    T: Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send
+    T: Stream<Item = Result<Message, WsError>> + Sink<Message, Error = WsError> + Unpin + Send
 {
 }
 
@@ -76,6 +77,50 @@ impl Bucket {
     }
 }
 
+/// The heartbeat rules as plain state: a ping every `interval`, and silence for `timeout` ends
+/// the connection.
+#[derive(Debug)]
+struct Heartbeat {
+    next_ping: Instant,
+    last_heard: Instant,
+    interval: Duration,
+    timeout: Duration,
+}
+
+/// What the heartbeat timer found due.
+#[derive(Debug, PartialEq, Eq)]
+enum Due {
+    Silent,
+    Ping,
+    Nothing,
+}
+
+impl Heartbeat {
+    fn new(now: Instant, interval: Duration, timeout: Duration) -> Self {
+        Self { next_ping: now + interval, last_heard: now, interval, timeout }
+    }
+
+    fn heard(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
+    fn next_wakeup(&self) -> Instant {
+        self.next_ping.min(self.last_heard + self.timeout)
+    }
+
+    fn due(&mut self, now: Instant) -> Due {
+        if now >= self.last_heard + self.timeout {
+            Due::Silent
+        } else if now >= self.next_ping {
+            // Skip missed pings rather than bursting them (a stalled process resumes calmly).
+            self.next_ping = now + self.interval;
+            Due::Ping
+        } else {
+            Due::Nothing
+        }
+    }
+}
+
 impl<S: MonitoringService> Connection<S> {
     /// Runs the connection to its end, closes the socket with the right code, and returns how it
     /// ended. Dropping `updates` on return detaches the session.
@@ -101,11 +146,12 @@ impl<S: MonitoringService> Connection<S> {
             event = updates.next() => event,
         };
         self.forward(ws, first, &mut seq).await?;
-        let mut ping =
-            tokio::time::interval_at(Instant::now() + cfg.heartbeat_interval, cfg.heartbeat_interval);
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let silence = tokio::time::sleep(cfg.heartbeat_timeout);
-        tokio::pin!(silence);
+        // One timer serves both heartbeat rules: it fires at the next ping or at the silence
+        // deadline, whichever is first. Inbound frames only move `last_heard`; the deadline is
+        // re-checked when the timer fires, so a busy client costs no timer updates.
+        let mut heartbeat = Heartbeat::new(Instant::now(), cfg.heartbeat_interval, cfg.heartbeat_timeout);
+        let timer = tokio::time::sleep_until(heartbeat.next_wakeup());
+        tokio::pin!(timer);
         let mut inbound = Bucket::new(cfg.client_msg_burst, cfg.client_msg_per_sec);
         loop {
             // Biased, in this order: shutdown and the heartbeat before client frames, and all of
@@ -114,20 +160,27 @@ impl<S: MonitoringService> Connection<S> {
             tokio::select! {
                 biased;
                 () = &mut shutdown => return Err(Ending::Server(CloseCode::GoingAway)),
-                () = &mut silence => return Err(Ending::Server(CloseCode::HeartbeatTimeout)),
-                _ = ping.tick() => {
-                    timed_send(ws, Message::Ping(Default::default()), cfg.write_timeout).await?;
+                () = &mut timer => {
+                    match heartbeat.due(Instant::now()) {
+                        Due::Silent => return Err(Ending::Server(CloseCode::HeartbeatTimeout)),
+                        Due::Ping => timed_send(ws, Message::Ping(Default::default()), cfg.write_timeout).await?,
+                        Due::Nothing => {}
+                    }
+                    timer.as_mut().reset(heartbeat.next_wakeup());
                 }
                 frame = ws.next() => {
                     // Anything from the client proves it is alive.
-                    silence.as_mut().reset(Instant::now() + cfg.heartbeat_timeout);
+                    heartbeat.heard(Instant::now());
                     let text = match frame {
                         None => return Err(Ending::Lost),
                         Some(Err(e)) => return Err(read_error(e)),
-                        Some(Ok(Message::Close(frame))) => return Err(Ending::Client(frame.map(|f| f.code))),
+                        Some(Ok(Message::Close(frame))) => {
+                            return Err(Ending::Client(frame.map(|f| u16::from(f.code))));
+                        }
                         Some(Ok(Message::Binary(_))) => return Err(Ending::Server(CloseCode::Unsupported)),
-                        // tungstenite answers pings itself; pongs only refresh the deadline.
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        // tungstenite answers pings itself; pongs only refresh the deadline. Raw
+                        // frames are never produced by reads.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                         Some(Ok(Message::Text(text))) => text,
                     };
                     if !inbound.take() {
@@ -201,7 +254,7 @@ impl<S: MonitoringService> Connection<S> {
         let grace = self.config.close_grace;
         match ending {
             Ending::Server(code) => {
-                let frame = CloseFrame { code: code.code(), reason: code.reason().into() };
+                let frame = CloseFrame { code: code.code().into(), reason: code.reason().into() };
                 let sent = timed_send(ws, Message::Close(Some(frame)), grace).await.is_ok();
                 // A live client answers with its own close frame; wait briefly for it so the TCP
                 // close starts from the client (no FIN_WAIT2 orphans here). A client that missed
@@ -238,16 +291,14 @@ fn close_code(reason: CloseReason) -> CloseCode {
 
 /// Maps a read error to how the connection ends: size and encoding violations get their close
 /// code; anything else means the transport is gone.
-fn read_error(e: axum::Error) -> Ending {
-    use tungstenite::Error as WsError;
-    use tungstenite::error::ProtocolError;
-    let inner = e.into_inner();
-    match inner.downcast_ref::<WsError>() {
-        Some(WsError::Capacity(_)) => Ending::Server(CloseCode::TooBig),
+fn read_error(e: WsError) -> Ending {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    match e {
+        WsError::Capacity(_) => Ending::Server(CloseCode::TooBig),
         // EOF without a close frame: the client vanished.
-        Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => Ending::Lost,
-        Some(WsError::Utf8(_)) => Ending::Server(CloseCode::InvalidData),
-        Some(WsError::Protocol(_)) => Ending::Server(CloseCode::ProtocolError),
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => Ending::Lost,
+        WsError::Utf8(_) => Ending::Server(CloseCode::InvalidData),
+        WsError::Protocol(_) => Ending::Server(CloseCode::ProtocolError),
         _ => Ending::Lost,
     }
 }

@@ -3,6 +3,7 @@
 //! - [`rest`]: REST routes and the WebSocket handshake;
 //! - [`connection`]: one task per WebSocket (reader, single writer, heartbeats);
 //! - [`protocol`]: the WebSocket JSON messages, as pure functions;
+//! - [`upgrade`]: the WebSocket opening handshake;
 //! - [`close`]: typed close codes; [`error`]: the HTTP error shape.
 //!
 //! The gateway reaches the engine only through [`MonitoringService`], so the same code serves an
@@ -28,6 +29,7 @@ pub mod connection;
 pub mod error;
 pub mod protocol;
 pub mod rest;
+pub mod upgrade;
 
 /// Gateway limits and timings. Defaults are the documented ones (README "Configuration").
 #[derive(Debug, Clone)]
@@ -68,7 +70,7 @@ impl Default for GatewayConfig {
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 100_000,
             max_frame_bytes: 4 * 1024,
-            read_buffer_size: 512,
+            read_buffer_size: 128,
             client_msg_burst: 20,
             client_msg_per_sec: 10,
             session_body_limit: 64 * 1024,

@@ -6,11 +6,10 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -18,10 +17,13 @@ use tickstream_api::{
     MonitoringService, SessionId, SessionInfo, StartRequest, Tick, Ticker, normalize_tickers, now_ms,
 };
 use tickstream_telemetry::GaugeGuard;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::AppState;
 use crate::connection::Connection;
 use crate::error::ApiError;
+use crate::upgrade;
 
 #[derive(Debug, Deserialize)]
 pub struct CreateSession {
@@ -159,13 +161,12 @@ pub struct WsQuery {
 pub async fn ws_upgrade<S: MonitoringService>(
     State(st): State<AppState<S>>,
     query: Result<Query<WsQuery>, QueryRejection>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    mut req: Request,
 ) -> Result<Response, ApiError> {
     let raw = query.ok().and_then(|Query(q)| q.session_id).ok_or_else(|| {
         ApiError::bad_request("missing_session_id", "query parameter session_id is required")
     })?;
-    let upgrade =
-        upgrade.map_err(|r| ApiError::new(r.status(), "websocket_upgrade_required", r.body_text()))?;
+    let handshake = upgrade::check(&mut req)?;
     if st.shutdown.is_cancelled() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -181,6 +182,13 @@ pub async fn ws_upgrade<S: MonitoringService>(
     // Attaching here replaces (4409) any older socket of the session before this one upgrades.
     let updates = st.service.stream_price_updates(session).await?;
     let cfg = &st.config;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(cfg.read_buffer_size)
+        // Every message is flushed at once: latency first, and nothing queues in tungstenite.
+        .write_buffer_size(0)
+        .max_write_buffer_size(cfg.max_frame_bytes * 4 + 64 * 1024)
+        .max_message_size(Some(cfg.max_frame_bytes))
+        .max_frame_size(Some(cfg.max_frame_bytes));
     let connection = Connection {
         service: st.service.clone(),
         session,
@@ -188,25 +196,25 @@ pub async fn ws_upgrade<S: MonitoringService>(
         metrics: st.metrics.clone(),
         shutdown: st.shutdown.clone(),
     };
-    let tracker = st.tracker.clone();
+    let response = handshake.response();
+    let on_upgrade = handshake.on_upgrade;
     let metrics = st.metrics.clone();
-    Ok(upgrade
-        .read_buffer_size(cfg.read_buffer_size)
-        // Every message is flushed at once: latency first, and nothing queues in tungstenite.
-        .write_buffer_size(0)
-        .max_write_buffer_size(cfg.max_frame_bytes * 4 + 64 * 1024)
-        .max_message_size(cfg.max_frame_bytes)
-        .max_frame_size(cfg.max_frame_bytes)
-        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                let _task = metrics.task("ws_connection");
-                let _open = GaugeGuard::new(&metrics.ws_connections);
-                let _permit = permit;
-                let ending = connection.run(socket, updates).await;
-                tracing::debug!(%session, ?ending, "websocket closed");
-            })
-        }))
+    st.tracker.spawn(async move {
+        let _task = metrics.task("ws_connection");
+        let _permit = permit;
+        // Resolves once hyper has sent the 101 and handed over the connection; fails if the
+        // client went away first (then `updates` drops here and the session detaches).
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(error = %e, %session, "websocket upgrade failed"),
+        };
+        let _open = GaugeGuard::new(&metrics.ws_connections);
+        let socket =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
+        let ending = connection.run(socket, updates).await;
+        tracing::debug!(%session, ?ending, "websocket closed");
+    });
+    Ok(response)
 }
 
 /// Reads a JSON body: `Content-Type: application/json`, at most `limit` bytes.

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message};
 use futures::channel::mpsc;
 use futures::{Sink, Stream, StreamExt};
 use serde_json::Value;
@@ -15,6 +14,8 @@ use tickstream_broker::InMemoryBroker;
 use tickstream_engine::{Engine, EngineConfig};
 use tickstream_telemetry::Metrics;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::Connection;
@@ -24,30 +25,30 @@ use crate::close::{CloseCode, Ending};
 /// A transport made of two channels; the outbound one is bounded so a test can play a client
 /// that stops reading.
 struct ChannelTransport {
-    inbound: mpsc::UnboundedReceiver<Result<Message, axum::Error>>,
+    inbound: mpsc::UnboundedReceiver<Result<Message, WsError>>,
     outbound: mpsc::Sender<Message>,
 }
 
 impl Stream for ChannelTransport {
-    type Item = Result<Message, axum::Error>;
+    type Item = Result<Message, WsError>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inbound.poll_next_unpin(cx)
     }
 }
 
 impl Sink<Message> for ChannelTransport {
-    type Error = axum::Error;
-    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
-        self.outbound.poll_ready(cx).map_err(axum::Error::new)
+    type Error = WsError;
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        self.outbound.poll_ready(cx).map_err(|e| WsError::Io(std::io::Error::other(e)))
     }
-    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), axum::Error> {
-        self.outbound.start_send(item).map_err(axum::Error::new)
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+        self.outbound.start_send(item).map_err(|e| WsError::Io(std::io::Error::other(e)))
     }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
-        Pin::new(&mut self.outbound).poll_flush(cx).map_err(axum::Error::new)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Pin::new(&mut self.outbound).poll_flush(cx).map_err(|e| WsError::Io(std::io::Error::other(e)))
     }
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
-        Pin::new(&mut self.outbound).poll_close(cx).map_err(axum::Error::new)
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Pin::new(&mut self.outbound).poll_close(cx).map_err(|e| WsError::Io(std::io::Error::other(e)))
     }
 }
 
@@ -55,7 +56,7 @@ struct Harness {
     engine: Engine,
     metrics: Arc<Metrics>,
     id: SessionId,
-    client_tx: mpsc::UnboundedSender<Result<Message, axum::Error>>,
+    client_tx: mpsc::UnboundedSender<Result<Message, WsError>>,
     client_rx: mpsc::Receiver<Message>,
     shutdown: CancellationToken,
     task: JoinHandle<Ending>,
@@ -138,7 +139,7 @@ impl Harness {
         let mut code = None;
         while let Some(m) = self.client_rx.next().await {
             if let Message::Close(Some(CloseFrame { code: c, .. })) = m {
-                code = Some(c);
+                code = Some(u16::from(c));
                 // Answer like a client would, completing the close handshake.
                 let _ = self.client_tx.unbounded_send(Ok(Message::Close(None)));
             }
@@ -249,7 +250,7 @@ async fn flooding_client_closes_with_1008() {
 async fn client_close_frame_ends_with_its_code() {
     let mut h = harness(config(), 16).await;
     h.next().await;
-    let frame = CloseFrame { code: 1000, reason: "bye".into() };
+    let frame = CloseFrame { code: 1000.into(), reason: "bye".into() };
     h.client_tx.unbounded_send(Ok(Message::Close(Some(frame)))).unwrap();
     let metrics = h.metrics.clone();
     assert_eq!(h.closed().await.1, Ending::Client(Some(1000)));
