@@ -2,7 +2,7 @@
 //! broker like any producer.
 //!
 //! [`universe`] names the tickers (well-known symbols first, then generated ones);
-//! [`SimulatedFeed`] publishes `rate` updates per second in small batches every 10 ms, picking
+//! [`SimulatedFeed`] publishes `rate` updates per second in small batches every millisecond, picking
 //! tickers at random so popular and quiet symbols both move.
 
 use std::sync::Arc;
@@ -105,8 +105,9 @@ impl RandomWalk {
     }
 }
 
-/// How often the feed publishes a batch.
-const BATCH_EVERY: Duration = Duration::from_millis(10);
+/// How often the feed publishes a batch: small and frequent, like a real feed, rather than bursts
+/// that would show up as fan-out latency.
+const BATCH_EVERY: Duration = Duration::from_millis(1);
 
 impl SimulatedFeed {
     pub fn new(config: &FeedConfig) -> Self {

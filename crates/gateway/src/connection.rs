@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tickstream_api::{CloseReason, MonitoringService, SessionEvent, SessionId, SharedTick, now_ms};
 use tickstream_telemetry::Metrics;
 use tokio::time::Instant;
@@ -273,12 +273,21 @@ impl<S: MonitoringService> Connection<S> {
     }
 }
 
+/// Sends one message within `limit`.
+///
+/// Almost every write completes at once (the kernel buffer has room), so the deadline timer is
+/// armed only when the first attempt is pending: a timer per message would cost a timer-wheel
+/// insert and removal on the hottest path.
 async fn timed_send<T: Transport>(ws: &mut T, msg: Message, limit: Duration) -> Result<(), Ending> {
-    match tokio::time::timeout(limit, ws.send(msg)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Ending::Lost),
-        Err(_) => Err(Ending::Server(CloseCode::SlowClient)),
-    }
+    let mut send = ws.send(msg);
+    let sent = match (&mut send).now_or_never() {
+        Some(result) => result,
+        None => match tokio::time::timeout(limit, send).await {
+            Ok(result) => result,
+            Err(_) => return Err(Ending::Server(CloseCode::SlowClient)),
+        },
+    };
+    sent.map_err(|_| Ending::Lost)
 }
 
 fn close_code(reason: CloseReason) -> CloseCode {
