@@ -80,7 +80,7 @@ async fn main() {
                                 found.push(now.saturating_sub(ts));
                             }
                         }
-                        latencies.lock().unwrap().extend(found);
+                        latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(found);
                     }
                 }
             })
@@ -90,7 +90,7 @@ async fn main() {
     for r in readers {
         r.abort();
     }
-    let mut l = latencies.lock().unwrap().clone();
+    let mut l = latencies.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     l.sort_unstable();
     if !l.is_empty() {
         let q = |p: f64| l[((l.len() - 1) as f64 * p) as usize];
