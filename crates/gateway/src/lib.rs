@@ -1,5 +1,6 @@
 //! The gateway: the HTTP + WebSocket edge.
 //!
+//! - `server`: the accept loop (connection cap, header timeout, graceful end);
 //! - [`rest`]: REST routes and the WebSocket handshake;
 //! - [`connection`]: one task per WebSocket (reader, single writer, heartbeats);
 //! - [`protocol`]: the WebSocket JSON messages, as pure functions;
@@ -16,7 +17,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use tickstream_api::MonitoringService;
 use tickstream_telemetry::Metrics;
 use tokio::net::TcpListener;
@@ -29,6 +29,7 @@ pub mod connection;
 pub mod error;
 pub mod protocol;
 pub mod rest;
+mod server;
 pub mod upgrade;
 
 /// Gateway limits and timings. Defaults are the documented ones (README "Configuration").
@@ -46,6 +47,11 @@ pub struct GatewayConfig {
     pub shutdown_timeout: Duration,
     /// Concurrent WebSockets; more are refused with 503 before upgrading.
     pub max_connections: usize,
+    /// Concurrent plain HTTP connections; past it, new ones wait in the listen backlog.
+    pub max_http_connections: usize,
+    /// Time allowed for a request's headers, and for an idle keep-alive connection's next
+    /// request, before the connection is closed.
+    pub http_header_timeout: Duration,
     /// Largest inbound WebSocket frame or message (1009 above it).
     pub max_frame_bytes: usize,
     /// Initial read buffer per WebSocket.
@@ -69,6 +75,8 @@ impl Default for GatewayConfig {
             close_grace: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(10),
             max_connections: 100_000,
+            max_http_connections: 10_000,
+            http_header_timeout: Duration::from_secs(30),
             max_frame_bytes: 4 * 1024,
             read_buffer_size: 128,
             client_msg_burst: 20,
@@ -158,31 +166,26 @@ impl<S: MonitoringService> Gateway<S> {
     }
 
     /// Serves until the shutdown token is cancelled, then: stops accepting, closes every
-    /// WebSocket with 1001, and waits (at most `shutdown_timeout`) for their tasks.
+    /// WebSocket with 1001, and waits (at most `shutdown_timeout` each) for HTTP connections and
+    /// WebSocket tasks.
     ///
     /// # Errors
-    /// I/O errors of the listener.
+    /// None today; the signature leaves room for listener setup failures.
     pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
         let state = self.state.clone();
-        let listener = listener.tap_io(|tcp| {
-            // Prices are small and latency-bound: never wait for Nagle.
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY failed");
-            }
-        });
-        let shutdown = state.shutdown.clone();
-        let deadline = state.config.shutdown_timeout;
-        let server =
-            axum::serve(listener, self.router()).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        tokio::select! {
-            r = server => r?,
-            // Slow HTTP clients must not hold shutdown hostage.
-            () = async { shutdown.cancelled().await; tokio::time::sleep(deadline).await } => {
-                tracing::warn!("HTTP connections still open at the shutdown deadline");
-            }
+        let cfg = &state.config;
+        server::Accept {
+            router: self.router(),
+            metrics: state.metrics.clone(),
+            shutdown: state.shutdown.clone(),
+            max_connections: cfg.max_http_connections,
+            header_timeout: cfg.http_header_timeout,
+            drain: cfg.shutdown_timeout,
         }
+        .run(listener)
+        .await;
         state.tracker.close();
-        if tokio::time::timeout(deadline, state.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(cfg.shutdown_timeout, state.tracker.wait()).await.is_err() {
             tracing::warn!(remaining = state.tracker.len(), "WebSockets still open at the shutdown deadline");
         }
         Ok(())

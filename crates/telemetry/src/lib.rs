@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use prometheus::core::Collector as _;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -21,6 +22,8 @@ pub struct Metrics {
     pub sessions: IntGaugeVec,
     /// `tickstream_ws_connections`: open WebSockets.
     pub ws_connections: IntGauge,
+    /// `tickstream_http_connections`: open HTTP connections (not yet upgraded, or plain REST).
+    pub http_connections: IntGauge,
     /// `tickstream_broker_subscriptions`: tickers this node subscribes to at the broker.
     pub broker_subscriptions: IntGauge,
     /// `tickstream_updates_published_total`: ticks published through this node's broker.
@@ -69,6 +72,10 @@ impl Metrics {
         let m = Self {
             sessions,
             ws_connections: gauge("tickstream_ws_connections", "Open WebSocket connections"),
+            http_connections: gauge(
+                "tickstream_http_connections",
+                "Open HTTP connections (plain REST, or before a WebSocket upgrade)",
+            ),
             broker_subscriptions: gauge(
                 "tickstream_broker_subscriptions",
                 "Tickers this node subscribes to at the broker",
@@ -109,6 +116,7 @@ impl Metrics {
         };
         reg(Box::new(m.sessions.clone()));
         reg(Box::new(m.ws_connections.clone()));
+        reg(Box::new(m.http_connections.clone()));
         reg(Box::new(m.broker_subscriptions.clone()));
         reg(Box::new(m.updates_published.clone()));
         reg(Box::new(m.updates_delivered.clone()));
@@ -152,8 +160,6 @@ impl Metrics {
             .sum()
     }
 }
-
-use prometheus::core::Collector as _;
 
 /// Decrements a `tickstream_tasks{kind}` gauge on drop.
 #[derive(Debug)]

@@ -61,6 +61,12 @@ pub struct ServeArgs {
     /// Most concurrent WebSockets (503 too_many_connections above it).
     #[arg(long, env = "TICKSTREAM_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
+    /// Most concurrent plain HTTP connections; past it, new ones wait in the listen backlog.
+    #[arg(long, env = "TICKSTREAM_MAX_HTTP_CONNECTIONS", default_value_t = 10_000)]
+    pub max_http_connections: usize,
+    /// Close an HTTP connection whose request headers (or next request, when idle) take longer.
+    #[arg(long, env = "TICKSTREAM_HTTP_HEADER_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub http_header_timeout: Duration,
     /// Most distinct ticker symbols the last-value cache keeps (503 symbol_limit_reached above it).
     #[arg(long, env = "TICKSTREAM_MAX_SYMBOLS", default_value_t = 100_000)]
     pub max_symbols: usize,
@@ -87,6 +93,7 @@ impl ServeArgs {
             ("--heartbeat-interval", self.heartbeat_interval),
             ("--heartbeat-timeout", self.heartbeat_timeout),
             ("--write-timeout", self.write_timeout),
+            ("--http-header-timeout", self.http_header_timeout),
         ] {
             if value.is_zero() {
                 return Err(format!("{flag} must be greater than zero"));

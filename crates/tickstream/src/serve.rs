@@ -87,6 +87,8 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
             write_timeout: args.write_timeout,
             shutdown_timeout: args.shutdown_timeout,
             max_connections: args.max_connections,
+            max_http_connections: args.max_http_connections,
+            http_header_timeout: args.http_header_timeout,
             ..GatewayConfig::default()
         },
         shutdown.clone(),

@@ -144,9 +144,55 @@ async fn server_shutdown_closes_with_1001_and_releases_everything() {
     let metrics = s.running.metrics.clone();
     tokio::time::timeout(Duration::from_secs(10), s.running.wait()).await.unwrap().unwrap();
     assert_eq!(metrics.ws_connections.get(), 0);
+    assert_eq!(metrics.http_connections.get(), 0, "keep-alive connections closed too");
     assert_eq!(metrics.broker_subscriptions.get(), 0);
     assert_eq!(metrics.live_tasks(), 0, "sweeper and connection tasks ended");
     for state in ["pending", "streaming", "detached"] {
         assert_eq!(metrics.sessions_in(state).get(), 0, "{state}");
     }
+}
+
+/// A client that opens a connection and never finishes its request headers (slowloris), and one
+/// that keeps an idle keep-alive connection: both are closed at the header timeout.
+#[tokio::test]
+async fn unfinished_and_idle_http_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server(&["--http-header-timeout", "300ms"]).await;
+    let mut slow = TcpStream::connect(s.running.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut idle = TcpStream::connect(s.running.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    for (name, conn) in [("slow", &mut slow), ("idle", &mut idle)] {
+        // The server closes: read returns EOF (or an error response first) within the timeout.
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match conn.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "{name} connection left open");
+    }
+}
+
+/// Past `--max-http-connections`, a new connection waits for a slot instead of being served.
+#[tokio::test]
+async fn http_connections_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server(&["--max-http-connections", "1", "--http-header-timeout", "500ms"]).await;
+    // Holds the only slot until the header timeout closes it.
+    let _holder = TcpStream::connect(s.running.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = tokio::time::Instant::now();
+    let mut next = TcpStream::connect(s.running.addr).await.unwrap();
+    next.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), next.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    assert!(started.elapsed() >= Duration::from_millis(300), "served before the slot was free");
 }
