@@ -1,14 +1,14 @@
 //! The engine: owns sessions and fan-out.
 //!
-//! - a registry of sessions (id → [`session::Session`]);
-//! - per-ticker fan-out ([`fanout::Fanout`]) with one broker subscription per ticker per node,
+//! - a registry of sessions (id → `session::Session`);
+//! - per-ticker fan-out (`fanout::Fanout`) with one broker subscription per ticker per node,
 //!   reference-counted by its watchers;
-//! - a bounded conflation map per session, drained by its update stream ([`stream::Updates`]);
+//! - a bounded conflation map per session, drained by its update stream ([`Updates`]);
 //! - a sweeper that removes sessions nobody streams (never attached, or detached longer than the
 //!   TTL), with their subscriptions.
 //!
 //! The engine does no socket I/O: the gateway pulls a session's stream and writes it.
-//! Every path that ends a session goes through [`Engine::end`], which removes it from the
+//! Every path that ends a session goes through `Engine::end`, which removes it from the
 //! registry first: whoever removes it cleans it up, exactly once.
 
 use std::collections::HashMap;
