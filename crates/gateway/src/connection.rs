@@ -163,7 +163,10 @@ impl<S: MonitoringService> Connection<S> {
                 () = &mut timer => {
                     match heartbeat.due(Instant::now()) {
                         Due::Silent => return Err(Ending::Server(CloseCode::HeartbeatTimeout)),
-                        Due::Ping => timed_send(ws, Message::Ping(Default::default()), cfg.write_timeout).await?,
+                        Due::Ping => {
+                            let ping = Message::Ping(Default::default());
+                            timed_send(ws, ping, cfg.write_timeout, Some(&self.shutdown)).await?;
+                        }
                         Due::Nothing => {}
                     }
                     timer.as_mut().reset(heartbeat.next_wakeup());
@@ -232,7 +235,7 @@ impl<S: MonitoringService> Connection<S> {
     }
 
     async fn write<T: Transport>(&self, ws: &mut T, text: String) -> Result<(), Ending> {
-        timed_send(ws, Message::text(text), self.config.write_timeout).await?;
+        timed_send(ws, Message::text(text), self.config.write_timeout, Some(&self.shutdown)).await?;
         self.metrics.ws_messages_sent.inc();
         Ok(())
     }
@@ -255,7 +258,7 @@ impl<S: MonitoringService> Connection<S> {
         match ending {
             Ending::Server(code) => {
                 let frame = CloseFrame { code: code.code().into(), reason: code.reason().into() };
-                let sent = timed_send(ws, Message::Close(Some(frame)), grace).await.is_ok();
+                let sent = timed_send(ws, Message::Close(Some(frame)), grace, None).await.is_ok();
                 // A live client answers with its own close frame; wait briefly for it so the TCP
                 // close starts from the client (no FIN_WAIT2 orphans here). A client that missed
                 // its heartbeats is presumed gone: do not wait for it.
@@ -273,19 +276,36 @@ impl<S: MonitoringService> Connection<S> {
     }
 }
 
-/// Sends one message within `limit`.
+/// Sends one message within `limit`; a pending write also gives way to `shutdown`, so a
+/// client that stopped reading still gets its 1001 within the close grace period.
 ///
 /// Almost every write completes at once (the kernel buffer has room), so the deadline timer is
 /// armed only when the first attempt is pending: a timer per message would cost a timer-wheel
 /// insert and removal on the hottest path.
-async fn timed_send<T: Transport>(ws: &mut T, msg: Message, limit: Duration) -> Result<(), Ending> {
+async fn timed_send<T: Transport>(
+    ws: &mut T,
+    msg: Message,
+    limit: Duration,
+    shutdown: Option<&CancellationToken>,
+) -> Result<(), Ending> {
     let mut send = ws.send(msg);
     let sent = match (&mut send).now_or_never() {
         Some(result) => result,
-        None => match tokio::time::timeout(limit, send).await {
-            Ok(result) => result,
-            Err(_) => return Err(Ending::Server(CloseCode::SlowClient)),
-        },
+        None => {
+            let stopping = async {
+                match shutdown {
+                    Some(token) => token.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                timed = tokio::time::timeout(limit, send) => match timed {
+                    Ok(result) => result,
+                    Err(_) => return Err(Ending::Server(CloseCode::SlowClient)),
+                },
+                () = stopping => return Err(Ending::Server(CloseCode::GoingAway)),
+            }
+        }
     };
     sent.map_err(|_| Ending::Lost)
 }

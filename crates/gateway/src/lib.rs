@@ -162,30 +162,35 @@ impl<S: MonitoringService> Gateway<S> {
             .route("/metrics", get(rest::metrics::<S>))
             .fallback(rest::not_found)
             .method_not_allowed_fallback(rest::method_not_allowed)
+            .layer(axum::middleware::from_fn_with_state(cfg.http_header_timeout, rest::request_timeout))
             .with_state(self.state.clone())
     }
 
     /// Serves until the shutdown token is cancelled, then: stops accepting, closes every
-    /// WebSocket with 1001, and waits (at most `shutdown_timeout` each) for HTTP connections and
-    /// WebSocket tasks.
+    /// WebSocket with 1001, and waits for HTTP connections and WebSocket tasks, both within one
+    /// `shutdown_timeout`.
     ///
     /// # Errors
     /// None today; the signature leaves room for listener setup failures.
     pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
         let state = self.state.clone();
         let cfg = &state.config;
-        server::Accept {
+        let drained_by = server::Accept {
             router: self.router(),
             metrics: state.metrics.clone(),
             shutdown: state.shutdown.clone(),
             max_connections: cfg.max_http_connections,
             header_timeout: cfg.http_header_timeout,
+            // Longer than the WebSocket loop's own write deadline, which must fire first (4008).
+            write_stall: cfg.write_timeout + cfg.close_grace * 2,
             drain: cfg.shutdown_timeout,
         }
         .run(listener)
         .await;
+        // One deadline for the whole shutdown: HTTP connections and WebSockets together.
+        let deadline = drained_by;
         state.tracker.close();
-        if tokio::time::timeout(cfg.shutdown_timeout, state.tracker.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, state.tracker.wait()).await.is_err() {
             tracing::warn!(remaining = state.tracker.len(), "WebSockets still open at the shutdown deadline");
         }
         Ok(())

@@ -143,6 +143,30 @@ pub async fn metrics<S: MonitoringService>(State(st): State<AppState<S>>) -> Res
         .into_response()
 }
 
+/// Reading the body and handling the request must finish within the budget (the header timeout):
+/// a client trickling its body would otherwise hold its connection slot forever. WebSocket
+/// handlers return at once (101); the socket then lives in its own task.
+pub async fn request_timeout(
+    State(budget): State<std::time::Duration>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(budget, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let e = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "request not completed in time",
+            );
+            let mut response = e.into_response();
+            // The connection may be mid-body: do not reuse it.
+            response.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
 pub async fn not_found() -> ApiError {
     ApiError::not_found_route()
 }
@@ -166,7 +190,10 @@ pub async fn ws_upgrade<S: MonitoringService>(
     let raw = query.ok().and_then(|Query(q)| q.session_id).ok_or_else(|| {
         ApiError::bad_request("missing_session_id", "query parameter session_id is required")
     })?;
-    let handshake = upgrade::check(&mut req)?;
+    let handshake = match upgrade::check(&mut req) {
+        Ok(h) => h,
+        Err(refusal) => return Ok(refusal.into_response()),
+    };
     if st.shutdown.is_cancelled() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

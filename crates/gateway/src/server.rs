@@ -1,12 +1,19 @@
-//! The accept loop: HTTP/1.1 connections with a cap, a header/idle timeout and a graceful end.
+//! The accept loop: HTTP/1.1 connections with a cap, timeouts and a graceful end.
 //!
-//! Written out rather than `axum::serve`, which has neither a connection cap nor a header read
-//! timeout, so a client that opens sockets and never finishes a request would hold them forever.
-//! A permit is taken *before* `accept`, so past the cap new connections wait in the kernel's
-//! backlog instead of consuming descriptors.
+//! Written out rather than `axum::serve`, which has no connection cap and no timeouts, so a
+//! client that opens sockets and never finishes a request, or never reads its response, would
+//! hold them forever. Here:
+//! - a permit is taken *before* `accept`, so past the cap new connections wait in the kernel's
+//!   backlog instead of consuming descriptors;
+//! - request headers (and an idle keep-alive connection's next request) must arrive within the
+//!   header timeout; the body and the handler get the same budget (`Gateway::router`);
+//! - a write that makes no progress for the write timeout fails the connection ([`StallGuard`]).
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -14,8 +21,10 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tickstream_telemetry::{GaugeGuard, Metrics};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -28,14 +37,17 @@ pub(crate) struct Accept {
     pub max_connections: usize,
     /// Time allowed for a request's headers, and for an idle keep-alive connection's next request.
     pub header_timeout: Duration,
-    /// How long a connection may take to finish its in-flight request at shutdown.
+    /// A write that makes no progress for this long fails the connection.
+    pub write_stall: Duration,
+    /// How long shutdown waits for connections to finish their in-flight requests.
     pub drain: Duration,
 }
 
 impl Accept {
-    /// Accepts until shutdown, then waits (at most `drain`) for open HTTP connections.
-    /// Upgraded WebSockets leave this loop's accounting when hyper hands them over.
-    pub async fn run(self, listener: TcpListener) {
+    /// Accepts until shutdown, then waits for open HTTP connections until the returned deadline
+    /// (`drain` after shutdown began), which the caller reuses for WebSockets. Upgraded
+    /// WebSockets leave this loop's accounting when hyper hands them over.
+    pub async fn run(self, listener: TcpListener) -> Instant {
         let permits = Arc::new(Semaphore::new(self.max_connections));
         let connections = TaskTracker::new();
         loop {
@@ -51,8 +63,10 @@ impl Accept {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, _)) => stream,
                     Err(e) => {
-                        accept_error(e).await;
-                        continue;
+                        tokio::select! {
+                            () = self.shutdown.cancelled() => break,
+                            () = accept_error(e) => continue,
+                        }
                     }
                 },
             };
@@ -63,6 +77,7 @@ impl Accept {
             let service = TowerToHyperService::new(self.router.clone());
             let shutdown = self.shutdown.clone();
             let (header_timeout, drain) = (self.header_timeout, self.drain);
+            let io = TokioIo::new(StallGuard::new(stream, self.write_stall));
             let open = GaugeGuard::new(&self.metrics.http_connections);
             connections.spawn(async move {
                 let _permit = permit;
@@ -70,7 +85,7 @@ impl Accept {
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(header_timeout)
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(io, service)
                     .with_upgrades();
                 tokio::pin!(conn);
                 tokio::select! {
@@ -87,14 +102,16 @@ impl Accept {
                 }
             });
         }
+        let deadline = Instant::now() + self.drain;
         drop(listener);
         connections.close();
-        if tokio::time::timeout(self.drain, connections.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, connections.wait()).await.is_err() {
             tracing::warn!(
                 remaining = connections.len(),
                 "HTTP connections still open at the shutdown deadline"
             );
         }
+        deadline
     }
 }
 
@@ -107,4 +124,81 @@ async fn accept_error(e: io::Error) {
     }
     tracing::error!(error = %e, "accept failed; pausing 1 s");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// A TCP stream whose writes must make progress within `limit`. hyper has no write timeout: a
+/// client that never reads its response would otherwise hold the connection and its slot
+/// forever. The timer is allocated only while a write is pending. Upgraded WebSockets keep this
+/// wrapper; their own write deadline (`--write-timeout`, close code 4008) is shorter and fires
+/// first.
+#[derive(Debug)]
+pub(crate) struct StallGuard {
+    inner: TcpStream,
+    limit: Duration,
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl StallGuard {
+    pub fn new(inner: TcpStream, limit: Duration) -> Self {
+        Self { inner, limit, stalled: None }
+    }
+
+    /// Called when a write is pending: starts the stall timer, or fails once it has run out.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let limit = self.limit;
+        let timer = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "write stalled"))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn progress<T>(&mut self, result: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Pending => self.pending(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl AsyncRead for StallGuard {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StallGuard {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.progress(result, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.progress(result, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.progress(result, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

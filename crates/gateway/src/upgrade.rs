@@ -5,8 +5,8 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
@@ -32,38 +32,69 @@ fn lists_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bo
 /// Checks the client's handshake and takes the upgrade from the request.
 ///
 /// # Errors
-/// 426 `websocket_upgrade_required` when the request is not a WebSocket version 13 handshake
-/// over HTTP/1.1.
-pub fn check(req: &mut Request) -> Result<Handshake, ApiError> {
-    let refuse = |why: &str| {
-        ApiError::new(
+/// The refusal to send, with the JSON error body:
+/// - 405 `method_not_allowed` for anything but GET (axum routes HEAD to GET handlers);
+/// - 426 `websocket_upgrade_required`, with `Upgrade: websocket` and `Sec-WebSocket-Version: 13`
+///   (RFC 6455 §4.4), when the request is not a version 13 WebSocket upgrade;
+/// - 400 `invalid_handshake` for a missing or malformed `Sec-WebSocket-Key`, or a connection that
+///   cannot be upgraded (not HTTP/1.1).
+pub fn check(req: &mut Request) -> Result<Handshake, Refusal> {
+    if req.method() != Method::GET {
+        let e = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "a WebSocket handshake is a GET",
+        );
+        return Err(Refusal(e));
+    }
+    let upgrade_required = |why: &str| {
+        Refusal(ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
             "websocket_upgrade_required",
             format!("not a WebSocket handshake: {why}"),
-        )
+        ))
+    };
+    let invalid = |why: &str| {
+        Refusal(ApiError::bad_request("invalid_handshake", format!("bad WebSocket handshake: {why}")))
     };
     let headers = req.headers();
     if !lists_token(headers, header::CONNECTION, "upgrade") {
-        return Err(refuse("Connection header must include \"upgrade\""));
+        return Err(upgrade_required("Connection header must include \"upgrade\""));
     }
     if !lists_token(headers, header::UPGRADE, "websocket") {
-        return Err(refuse("Upgrade header must be \"websocket\""));
+        return Err(upgrade_required("Upgrade header must be \"websocket\""));
     }
     if headers.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v.as_bytes() != b"13") {
-        return Err(refuse("Sec-WebSocket-Version must be 13"));
+        return Err(upgrade_required("Sec-WebSocket-Version must be 13"));
     }
     // The key is base64 of 16 random bytes: 24 characters.
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
         .filter(|k| k.len() == 24)
-        .ok_or_else(|| refuse("Sec-WebSocket-Key must be 24 characters of base64"))?;
+        .ok_or_else(|| invalid("Sec-WebSocket-Key must be 24 characters of base64"))?;
     let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
-        .map_err(|_| refuse("bad Sec-WebSocket-Key"))?;
+        .map_err(|_| invalid("bad Sec-WebSocket-Key"))?;
     let on_upgrade = req
         .extensions_mut()
         .remove::<OnUpgrade>()
-        .ok_or_else(|| refuse("the connection cannot be upgraded (HTTP/1.1 required)"))?;
+        .ok_or_else(|| invalid("the connection cannot be upgraded (HTTP/1.1 required)"))?;
     Ok(Handshake { accept, on_upgrade })
+}
+
+/// A refused handshake: the JSON error, plus the headers RFC 6455 §4.4 asks for on a 426.
+#[derive(Debug)]
+pub struct Refusal(pub ApiError);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let upgrade_required = self.0.status == StatusCode::UPGRADE_REQUIRED;
+        let mut resp = self.0.into_response();
+        if upgrade_required {
+            resp.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            resp.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        }
+        resp
+    }
 }
 
 impl Handshake {
@@ -98,24 +129,38 @@ mod tests {
         ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
     ];
 
+    fn refusal(req: &mut Request) -> (StatusCode, HeaderMap) {
+        let resp = check(req).unwrap_err().into_response();
+        (resp.status(), resp.headers().clone())
+    }
+
     #[test]
     fn refuses_incomplete_handshakes() {
-        for skip in 0..GOOD.len() {
+        for skip in 0..3 {
             let pairs: Vec<_> =
                 GOOD.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, p)| *p).collect();
-            let err = check(&mut request(&pairs)).unwrap_err();
-            assert_eq!((err.status, err.code), (StatusCode::UPGRADE_REQUIRED, "websocket_upgrade_required"));
+            let (status, headers) = refusal(&mut request(&pairs));
+            assert_eq!(status, StatusCode::UPGRADE_REQUIRED);
+            assert_eq!(headers[header::SEC_WEBSOCKET_VERSION], "13");
+            assert_eq!(headers[header::UPGRADE], "websocket");
         }
         let mut old = GOOD;
         old[2] = ("sec-websocket-version", "8");
-        assert!(check(&mut request(&old)).is_err());
+        assert_eq!(refusal(&mut request(&old)).0, StatusCode::UPGRADE_REQUIRED);
+        let mut bad_key = GOOD;
+        bad_key[3] = ("sec-websocket-key", "short");
+        assert_eq!(refusal(&mut request(&bad_key)).0, StatusCode::BAD_REQUEST);
+        let no_key: Vec<_> = GOOD[..3].to_vec();
+        assert_eq!(refusal(&mut request(&no_key)).0, StatusCode::BAD_REQUEST);
+        let mut head = request(&GOOD);
+        *head.method_mut() = Method::HEAD;
+        assert_eq!(refusal(&mut head).0, StatusCode::METHOD_NOT_ALLOWED);
     }
 
     #[test]
     fn a_complete_handshake_still_needs_a_real_connection() {
         // Headers are fine, but a request built in memory has no connection to upgrade.
-        let err = check(&mut request(&GOOD)).unwrap_err();
-        assert!(err.message.contains("HTTP/1.1"), "{}", err.message);
+        assert_eq!(refusal(&mut request(&GOOD)).0, StatusCode::BAD_REQUEST);
         // RFC 6455's worked example.
         assert_eq!(derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
     }

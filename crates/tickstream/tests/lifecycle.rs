@@ -196,3 +196,58 @@ async fn http_connections_are_capped() {
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     assert!(started.elapsed() >= Duration::from_millis(300), "served before the slot was free");
 }
+
+/// A client that trickles its request body gets 408 `request_timeout` at the budget, and the
+/// connection is not reused.
+#[tokio::test]
+async fn trickled_request_body_times_out_with_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = server(&["--http-header-timeout", "300ms"]).await;
+    let mut conn = TcpStream::connect(s.running.addr).await.unwrap();
+    conn.write_all(
+        b"POST /api/v1/prices HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut response))
+        .await
+        .expect("answered and closed within 5 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#""code":"request_timeout""#), "{text}");
+}
+
+/// A client that pipelines requests and never reads the responses: once the socket buffers are
+/// full, the stalled write fails the connection instead of holding it forever.
+#[tokio::test]
+async fn unread_responses_do_not_hold_a_connection_forever() {
+    use tokio::io::AsyncWriteExt;
+    let s = server(&["--write-timeout", "200ms"]).await;
+    let conn = TcpStream::connect(s.running.addr).await.unwrap();
+    socket2::SockRef::from(&conn).set_recv_buffer_size(4096).unwrap();
+    let (_read_half, mut write_half) = conn.into_split();
+    let writer = tokio::spawn(async move {
+        let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        for _ in 0..100_000 {
+            if write_half.write_all(request).await.is_err() {
+                break;
+            }
+        }
+    });
+    // The server's gauge counts this connection, then drops it once the write stall expires.
+    let text = |s: String| common::metric_sum(&s, "tickstream_http_connections");
+    let mut saw_open = false;
+    for _ in 0..200 {
+        // Scrapes use their own (short-lived) connection: subtract it.
+        let open = text(s.metrics_text().await) - 1;
+        saw_open |= open >= 1;
+        if saw_open && open == 0 {
+            writer.abort();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the stalled connection was never closed (saw it open: {saw_open})");
+}

@@ -340,3 +340,18 @@ async fn a_busy_stream_does_not_starve_heartbeat_pings() {
     assert!(data > 1000, "{data} data messages");
     assert!(!h.task.is_finished());
 }
+
+/// Review finding: shutdown while a write is stalled (client not reading) must still close with
+/// 1001 promptly, not wait out the write timeout and end as 4008.
+#[tokio::test(start_paused = true)]
+async fn shutdown_interrupts_a_stalled_write() {
+    let h = harness(config(), 0).await;
+    h.publish("AAPL", 1.0).await;
+    h.publish("MSFT", 1.0).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = tokio::time::Instant::now();
+    h.shutdown.cancel();
+    let ending = h.task.await.unwrap();
+    assert_eq!(ending, Ending::Server(CloseCode::GoingAway));
+    assert!(started.elapsed() <= Duration::from_secs(2), "took {:?}", started.elapsed());
+}
