@@ -22,7 +22,6 @@ use tickstream_api::{
 };
 use tickstream_broker::{Broker, BrokerError};
 use tickstream_telemetry::Metrics;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,7 +32,6 @@ mod stream;
 
 use fanout::Fanout;
 use session::{Life, Session};
-use stream::Attachment;
 pub use stream::Updates;
 
 /// Highest accepted `max_rate_hz`; above it the cap means nothing.
@@ -164,9 +162,7 @@ impl Engine {
             st.set_life(Life::Ended(reason), &self.inner.metrics);
             st.pending = Default::default();
             st.snapshot = None;
-            if let Some(notify) = st.notify.take() {
-                notify.notify_one();
-            }
+            st.wake();
         }
         let mut membership = session.membership.lock();
         membership.ended = true;
@@ -243,7 +239,6 @@ impl Engine {
         let session = self.live_session(id)?;
         // Rates were validated at creation, so this is a sane, finite interval.
         let min_interval = session.max_rate_hz.map(|hz| Duration::from_secs_f64(1.0 / hz));
-        let notify = Arc::new(Notify::new());
         // The ticker list and the epoch are taken together (membership, then stream): a ticker
         // change racing this attach is either in the list, or its snapshot lands on this stream.
         let (tickers, epoch) = {
@@ -254,9 +249,7 @@ impl Engine {
             }
             st.epoch += 1;
             // The replaced stream wakes, sees a stale epoch and ends with `Replaced`.
-            if let Some(old) = st.notify.replace(Arc::clone(&notify)) {
-                old.notify_one();
-            }
+            st.wake();
             st.pending.clear();
             st.snapshot = None;
             if st.life != Life::Streaming {
@@ -265,15 +258,8 @@ impl Engine {
             (membership.tickers.clone(), st.epoch)
         };
         // Built before the await below, so a cancelled attach still detaches on drop.
-        let attachment = Attachment {
-            session: Arc::clone(&session),
-            epoch,
-            notify,
-            min_interval,
-            last_emit: None,
-            finished: false,
-            metrics: Arc::clone(&self.inner.metrics),
-        };
+        let updates =
+            Updates::new(Arc::clone(&session), epoch, min_interval, Arc::clone(&self.inner.metrics));
         // Subscribed before reading the cache, and the cache is written before delivery: the
         // snapshot is never older than a later delivered update (at worst one update repeats).
         let values = self.inner.broker.last_values(&tickers).await;
@@ -286,7 +272,7 @@ impl Engine {
                 }
             }
         }
-        Ok(attachment.into_updates())
+        Ok(updates)
     }
 
     async fn change_tickers(
@@ -339,8 +325,8 @@ impl Engine {
             let values = self.inner.broker.last_values(&added).await;
             let membership = session.membership.lock();
             let mut st = session.stream.lock();
-            if let Some(notify) = &st.notify {
-                notify.notify_one();
+            if st.life == Life::Streaming {
+                st.wake();
                 // Only tickers still watched: another change may have removed one meanwhile.
                 let values = values.into_iter().filter(|v| membership.tickers.contains(&v.ticker()));
                 st.snapshot.get_or_insert_with(Default::default).extend(values.map(|v| (v.ticker(), v)));

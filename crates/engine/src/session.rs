@@ -11,13 +11,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use tickstream_api::{CloseReason, SessionId, SessionState, SharedTick, Ticker};
 use tickstream_telemetry::Metrics;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Where a session is in its life; `Ended` is terminal.
@@ -52,9 +52,10 @@ pub(crate) struct StreamState {
     pub life: Life,
     /// Bumped by every attach; a stream whose epoch is stale has been replaced.
     pub epoch: u64,
-    /// Wakes the attached stream; `None` while no stream is attached (and then fan-out skips the
-    /// session: a detached session's snapshot comes from the last-value cache on re-attach).
-    pub notify: Option<Arc<Notify>>,
+    /// The attached stream's waker, parked while it has nothing to emit. Fan-out only offers to
+    /// a `Streaming` session: a detached one's snapshot comes from the last-value cache on
+    /// re-attach.
+    pub waker: Option<Waker>,
     /// Conflation map: at most one entry per ticker of the session, so memory is bounded by the
     /// ticker count however slow the client is.
     pub pending: HashMap<Ticker, SharedTick, RandomState>,
@@ -89,7 +90,7 @@ impl Session {
             stream: Mutex::new(StreamState {
                 life,
                 epoch: 0,
-                notify: None,
+                waker: None,
                 pending: HashMap::default(),
                 snapshot: None,
             }),
@@ -99,18 +100,25 @@ impl Session {
     /// Fan-out entry point: conflate `tick` into the pending map and wake the stream if it was
     /// idle. Never blocks beyond a short uncontended lock, never does I/O.
     pub fn offer(&self, tick: &SharedTick, metrics: &Metrics) {
-        let mut st = self.stream.lock();
-        if st.notify.is_none() {
-            return;
-        }
-        if st.pending.insert(tick.ticker(), Arc::clone(tick)).is_some() {
-            metrics.updates_conflated.inc();
-        } else if st.pending.len() == 1 {
+        let waker = {
+            let mut st = self.stream.lock();
+            if st.life != Life::Streaming {
+                return;
+            }
+            if st.pending.insert(tick.ticker(), Arc::clone(tick)).is_some() {
+                metrics.updates_conflated.inc();
+                return;
+            }
             // Only the empty → non-empty edge needs a wake-up: a stream that has not drained yet
             // will see later entries anyway.
-            if let Some(notify) = &st.notify {
-                notify.notify_one();
+            if st.pending.len() > 1 {
+                return;
             }
+            st.waker.take()
+        };
+        // Woken outside the lock, so the woken task never contends with us for it.
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 
@@ -128,6 +136,14 @@ impl Session {
 }
 
 impl StreamState {
+    /// Wakes the attached stream, if it is parked (after a snapshot is queued, the session ended
+    /// or a newer stream replaced it).
+    pub fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+
     /// Moves to `next`, keeping `tickstream_sessions{state}` exact.
     pub fn set_life(&mut self, next: Life, metrics: &Metrics) {
         gauge(metrics, self.life, -1);

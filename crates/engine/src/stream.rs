@@ -7,116 +7,111 @@
 //!
 //! Dropping the stream detaches the session (it stays resumable until its TTL).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
-use futures::stream::BoxStream;
 use tickstream_api::{CloseReason, SessionEvent};
 use tickstream_telemetry::Metrics;
-use tokio::sync::Notify;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::session::{Life, Session};
 
 /// The update stream of one attached session. See the module docs.
+///
+/// A plain struct rather than a boxed `async` stream: it lives inline in the connection's task,
+/// parks its waker in the session state, and allocates a timer only for rate-capped sessions.
 pub struct Updates {
-    inner: BoxStream<'static, SessionEvent>,
+    session: Arc<Session>,
+    epoch: u64,
+    /// From `max_rate_hz`: the least time between two data events.
+    min_interval: Option<Duration>,
+    last_emit: Option<Instant>,
+    /// Waits out `min_interval`; created on first use.
+    pacing: Option<Pin<Box<Sleep>>>,
+    finished: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Updates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Updates").finish_non_exhaustive()
+        f.debug_struct("Updates")
+            .field("session", &self.session.id)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Updates {
+    pub(crate) fn new(
+        session: Arc<Session>,
+        epoch: u64,
+        min_interval: Option<Duration>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { session, epoch, min_interval, last_emit: None, pacing: None, finished: false, metrics }
     }
 }
 
 impl Stream for Updates {
     type Item = SessionEvent;
+
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SessionEvent>> {
-        self.inner.as_mut().poll_next(cx)
-    }
-}
-
-/// The attachment of one stream to its session; owns the detach-on-drop.
-pub(crate) struct Attachment {
-    pub session: Arc<Session>,
-    pub epoch: u64,
-    pub notify: Arc<Notify>,
-    /// From `max_rate_hz`: the least time between two price events.
-    pub min_interval: Option<Duration>,
-    pub last_emit: Option<Instant>,
-    pub finished: bool,
-    pub metrics: Arc<Metrics>,
-}
-
-impl Attachment {
-    pub fn into_updates(self) -> Updates {
-        let inner = futures::stream::unfold(self, |mut a| async move {
-            let event = a.next_event().await?;
-            Some((event, a))
-        });
-        Updates { inner: Box::pin(inner) }
-    }
-
-    async fn next_event(&mut self) -> Option<SessionEvent> {
-        if self.finished {
-            return None;
+        let this = &mut *self;
+        if this.finished {
+            return Poll::Ready(None);
         }
         loop {
-            let wait_until = {
-                let mut st = self.session.stream.lock();
+            let pace_until = {
+                let mut st = this.session.stream.lock();
                 if let Life::Ended(reason) = st.life {
-                    self.finished = true;
-                    return Some(SessionEvent::Closed(reason));
+                    this.finished = true;
+                    return Poll::Ready(Some(SessionEvent::Closed(reason)));
                 }
-                if st.epoch != self.epoch {
-                    self.finished = true;
-                    return Some(SessionEvent::Closed(CloseReason::Replaced));
+                if st.epoch != this.epoch {
+                    this.finished = true;
+                    return Poll::Ready(Some(SessionEvent::Closed(CloseReason::Replaced)));
                 }
                 let now = Instant::now();
                 if let Some(snapshot) = st.snapshot.take() {
-                    self.last_emit = Some(now);
-                    return Some(SessionEvent::Snapshot(snapshot.into_values().collect()));
+                    this.last_emit = Some(now);
+                    return Poll::Ready(Some(SessionEvent::Snapshot(snapshot.into_values().collect())));
                 }
-                if st.pending.is_empty() {
-                    None
-                } else {
-                    match self.next_allowed() {
-                        Some(at) if at > now => Some(at),
-                        _ => {
-                            self.last_emit = Some(now);
-                            let batch = st.pending.drain().map(|(_, tick)| tick).collect();
-                            return Some(SessionEvent::Prices(batch));
-                        }
-                    }
+                let pace_until =
+                    this.last_emit.zip(this.min_interval).and_then(|(at, gap)| at.checked_add(gap));
+                if !st.pending.is_empty() && pace_until.is_none_or(|at| at <= now) {
+                    this.last_emit = Some(now);
+                    let batch = st.pending.drain().map(|(_, tick)| tick).collect();
+                    return Poll::Ready(Some(SessionEvent::Prices(batch)));
                 }
+                // Parked until fan-out, a snapshot, the end or a replacement wakes us.
+                if st.waker.as_ref().is_none_or(|w| !w.will_wake(cx.waker())) {
+                    st.waker = Some(cx.waker().clone());
+                }
+                if st.pending.is_empty() { None } else { pace_until }
             };
-            match wait_until {
-                // Rate-limited: sleep out the interval, but still wake for end or replacement.
-                Some(at) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at) => {}
-                        () = self.notify.notified() => {}
-                    }
-                }
-                None => self.notify.notified().await,
+            // Rate-capped with updates waiting: also wake when the interval is over.
+            let Some(at) = pace_until else { return Poll::Pending };
+            let pacing = this.pacing.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+            if pacing.deadline() != at {
+                pacing.as_mut().reset(at);
+            }
+            if pacing.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
             }
         }
     }
-
-    fn next_allowed(&self) -> Option<Instant> {
-        self.last_emit?.checked_add(self.min_interval?)
-    }
 }
 
-impl Drop for Attachment {
+impl Drop for Updates {
     fn drop(&mut self) {
         let mut st = self.session.stream.lock();
         if st.epoch == self.epoch && st.life == Life::Streaming {
             st.set_life(Life::Detached { since: Instant::now() }, &self.metrics);
-            st.notify = None;
+            st.waker = None;
             st.pending = Default::default();
             st.snapshot = None;
         }
