@@ -123,16 +123,19 @@ impl Heartbeat {
 
 impl<S: MonitoringService> Connection<S> {
     /// Runs the connection to its end, closes the socket with the right code, and returns how it
-    /// ended. Dropping `updates` on return detaches the session.
-    pub async fn run<T: Transport>(self, mut ws: T, updates: S::Updates) -> Ending {
-        let Err(ending) = self.serve(&mut ws, updates).await;
-        self.close(&mut ws, ending).await;
+    /// ended. The caller then drops `updates`, which detaches the session.
+    ///
+    /// Everything is borrowed, not moved: the connection task owns the socket and the stream once,
+    /// and this future holds references (moving them in would store each twice in the task).
+    pub async fn run<T: Transport>(&self, ws: &mut T, updates: &mut S::Updates) -> Ending {
+        let Err(ending) = self.serve(ws, updates).await;
+        self.close(ws, ending).await;
         self.metrics.ws_disconnects.with_label_values(&[&ending.label()]).inc();
         ending
     }
 
     /// The connection loop; it only ever returns how the connection ends.
-    async fn serve<T: Transport>(&self, ws: &mut T, mut updates: S::Updates) -> Result<Infallible, Ending> {
+    async fn serve<T: Transport>(&self, ws: &mut T, updates: &mut S::Updates) -> Result<Infallible, Ending> {
         let cfg = &*self.config;
         let mut seq: u64 = 0;
         // Created once: every `cancelled()` call registers with the token shared by all

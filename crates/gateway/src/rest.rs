@@ -207,7 +207,7 @@ pub async fn ws_upgrade<S: MonitoringService>(
     })?;
     let session = SessionId::parse(&raw).ok_or_else(ApiError::session_not_found)?;
     // Attaching here replaces (4409) any older socket of the session before this one upgrades.
-    let updates = st.service.stream_price_updates(session).await?;
+    let mut updates = st.service.stream_price_updates(session).await?;
     let cfg = &st.config;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_size)
@@ -236,9 +236,9 @@ pub async fn ws_upgrade<S: MonitoringService>(
             Err(e) => return tracing::debug!(error = %e, %session, "websocket upgrade failed"),
         };
         let _open = GaugeGuard::new(&metrics.ws_connections);
-        let socket =
+        let mut socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
-        let ending = connection.run(socket, updates).await;
+        let ending = connection.run(&mut socket, &mut updates).await;
         tracing::debug!(%session, ?ending, "websocket closed");
     });
     Ok(response)

@@ -104,7 +104,10 @@ async fn harness_with_early_frames(
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     };
-    let task = tokio::spawn(connection.run(ChannelTransport { inbound, outbound }, updates));
+    let task = tokio::spawn(async move {
+        let (mut transport, mut updates) = (ChannelTransport { inbound, outbound }, updates);
+        connection.run(&mut transport, &mut updates).await
+    });
     Harness { engine, metrics, id, client_tx, client_rx, shutdown, task }
 }
 
