@@ -50,11 +50,6 @@ impl InMemoryBroker {
         }
     }
 
-    /// Tickers currently subscribed.
-    pub fn subscription_count(&self) -> usize {
-        self.subscribed.read().len()
-    }
-
     fn publish_now(&self, ticks: Vec<Tick>) -> Result<(), BrokerError> {
         let shared: Vec<SharedTick> = ticks.into_iter().map(Arc::new).collect();
         let _order = self.order.lock();

@@ -4,8 +4,6 @@
 /// A close code the server sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseCode {
-    /// 1000: normal closure.
-    Normal,
     /// 1001: the server is shutting down; reconnect soon.
     GoingAway,
     /// 1002: the client broke the WebSocket protocol (for example an unmasked frame).
@@ -33,7 +31,6 @@ pub enum CloseCode {
 impl CloseCode {
     pub fn code(self) -> u16 {
         match self {
-            Self::Normal => 1000,
             Self::GoingAway => 1001,
             Self::ProtocolError => 1002,
             Self::Unsupported => 1003,
@@ -51,7 +48,6 @@ impl CloseCode {
     /// The close frame's reason text (kept short: a close payload holds at most 123 bytes).
     pub fn reason(self) -> &'static str {
         match self {
-            Self::Normal => "normal closure",
             Self::GoingAway => "server shutting down",
             Self::ProtocolError => "protocol error",
             Self::Unsupported => "binary frames are not supported",

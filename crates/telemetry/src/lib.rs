@@ -139,10 +139,8 @@ impl Metrics {
 
     /// Counts a live task of `kind` until the returned guard drops. Hold the guard inside the
     /// task's future, so every way the task ends (return, panic, abort) decrements the gauge.
-    pub fn task(&self, kind: &'static str) -> TaskGuard {
-        let gauge = self.tasks.with_label_values(&[kind]);
-        gauge.inc();
-        TaskGuard(gauge)
+    pub fn task(&self, kind: &'static str) -> GaugeGuard {
+        GaugeGuard::new(&self.tasks.with_label_values(&[kind]))
     }
 
     /// The `tickstream_sessions` gauge for one state.
@@ -158,17 +156,6 @@ impl Metrics {
             .flat_map(|mf| mf.get_metric())
             .map(|m| m.get_gauge().get_value() as i64)
             .sum()
-    }
-}
-
-/// Decrements a `tickstream_tasks{kind}` gauge on drop.
-#[derive(Debug)]
-#[must_use = "the task is counted only while the guard lives"]
-pub struct TaskGuard(IntGauge);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 
