@@ -10,7 +10,6 @@
 //! The gateway reaches the engine only through [`MonitoringService`], so the same code serves an
 //! in-process engine or a remote one.
 
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -168,14 +167,12 @@ impl<S: MonitoringService> Gateway<S> {
 
     /// Serves until the shutdown token is cancelled, then: stops accepting, closes every
     /// WebSocket with 1001, and waits for HTTP connections and WebSocket tasks, both within one
-    /// `shutdown_timeout`.
-    ///
-    /// # Errors
-    /// None today; the signature leaves room for listener setup failures.
-    pub async fn serve(self, listener: TcpListener) -> io::Result<()> {
+    /// `shutdown_timeout`. Accept errors are logged and retried, never fatal.
+    pub async fn serve(self, listener: TcpListener) {
         let state = self.state.clone();
         let cfg = &state.config;
-        let drained_by = server::Accept {
+        // One deadline for the whole shutdown: HTTP connections, then WebSockets, within it.
+        let deadline = server::Accept {
             router: self.router(),
             metrics: state.metrics.clone(),
             shutdown: state.shutdown.clone(),
@@ -187,12 +184,9 @@ impl<S: MonitoringService> Gateway<S> {
         }
         .run(listener)
         .await;
-        // One deadline for the whole shutdown: HTTP connections and WebSockets together.
-        let deadline = drained_by;
         state.tracker.close();
         if tokio::time::timeout_at(deadline, state.tracker.wait()).await.is_err() {
             tracing::warn!(remaining = state.tracker.len(), "WebSockets still open at the shutdown deadline");
         }
-        Ok(())
     }
 }

@@ -28,7 +28,7 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     pub engine: Engine,
     shutdown: CancellationToken,
-    task: JoinHandle<io::Result<()>>,
+    task: JoinHandle<()>,
 }
 
 impl Running {
@@ -41,9 +41,9 @@ impl Running {
     /// Waits until the node has stopped and released everything.
     ///
     /// # Errors
-    /// The listener's I/O error, if serving failed.
+    /// Only if the serving task panicked.
     pub async fn wait(self) -> io::Result<()> {
-        self.task.await.map_err(io::Error::other)?
+        self.task.await.map_err(io::Error::other)
     }
 }
 
@@ -95,15 +95,11 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
     );
     let task = {
         let engine = engine.clone();
-        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let served = gateway.serve(listener).await;
-            // Serving can also end on a listener error: stop the background tasks either way.
-            shutdown.cancel();
+            gateway.serve(listener).await;
             background.close();
             background.wait().await;
             engine.shutdown();
-            served
         })
     };
     Ok(Running { addr, metrics, engine, shutdown, task })
