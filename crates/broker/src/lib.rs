@@ -8,6 +8,11 @@
 //! - `subscribe`/`unsubscribe` never block: they record intent, and a networked broker
 //!   reconciles it in the background;
 //! - the broker keeps a last-value cache so a new subscriber starts from the latest price.
+//!
+//! Several nodes also share their sessions: [`SessionStore`] keeps session records where every
+//! engine can read them, and tells each engine ([`ClusterListener`]) when another one ends or
+//! takes over a session it holds. [`RedisBroker`] is both; the in-memory broker needs no store
+//! (its sessions never leave the process).
 
 use std::sync::Arc;
 
@@ -15,8 +20,12 @@ use futures::future::BoxFuture;
 use tickstream_api::{SharedTick, Tick, Ticker};
 
 mod memory;
+mod redis;
+mod store;
 
 pub use memory::InMemoryBroker;
+pub use redis::{RedisBroker, RedisConfig, channel_for, keys};
+pub use store::{ClusterListener, SessionRecord, SessionStore};
 
 /// Receives every tick for the tickers its node subscribes to.
 ///

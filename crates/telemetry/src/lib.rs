@@ -42,6 +42,13 @@ pub struct Metrics {
     pub session_create: Histogram,
     /// `tickstream_tasks{kind}`: live tasks by kind, the leak detector.
     pub tasks: IntGaugeVec,
+    /// `tickstream_broker_messages_total{kind}`: Redis Pub/Sub messages received (price, control,
+    /// invalid).
+    pub broker_messages: IntCounterVec,
+    /// `tickstream_engines_up`: engines a gateway can reach (gateway role).
+    pub engines_up: IntGauge,
+    /// `tickstream_engine_failovers_total`: streams a gateway moved to another engine.
+    pub engine_failovers: IntCounter,
 }
 
 impl Metrics {
@@ -112,6 +119,16 @@ impl Metrics {
             )
             .expect("valid metric"),
             tasks,
+            broker_messages: IntCounterVec::new(
+                Opts::new("tickstream_broker_messages_total", "Redis Pub/Sub messages received by kind"),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            engines_up: gauge("tickstream_engines_up", "Engines this gateway can reach"),
+            engine_failovers: counter(
+                "tickstream_engine_failovers_total",
+                "Streams moved to another engine after theirs failed",
+            ),
             registry: registry.clone(),
         };
         reg(Box::new(m.sessions.clone()));
@@ -126,6 +143,9 @@ impl Metrics {
         reg(Box::new(m.delivery_latency.clone()));
         reg(Box::new(m.session_create.clone()));
         reg(Box::new(m.tasks.clone()));
+        reg(Box::new(m.broker_messages.clone()));
+        reg(Box::new(m.engines_up.clone()));
+        reg(Box::new(m.engine_failovers.clone()));
         Arc::new(m)
     }
 

@@ -1,0 +1,129 @@
+//! Session records shared between engines.
+//!
+//! An engine keeps the sessions it serves in memory (their conflation maps and streams cannot
+//! live anywhere else); the store holds just enough to re-create one on another engine: its
+//! tickers, rate cap and creation time. Records expire unless refreshed, so a dead engine's
+//! sessions disappear on their own, and every engine re-writes the records it serves after the
+//! store comes back empty (a Redis restart without persistence).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tickstream_api::{SessionId, SessionState, Ticker};
+
+use crate::BrokerError;
+
+/// What another engine needs to serve a session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub tickers: Vec<Ticker>,
+    pub max_rate_hz: Option<f64>,
+    pub created_at_ms: u64,
+    /// As last written by the engine serving it (a hint for `GET /api/v1/sessions/{id}` on a
+    /// node that does not hold the session).
+    pub state: SessionState,
+}
+
+/// The stored JSON form; documented in the README's Redis contract.
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    tickers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_rate_hz: Option<f64>,
+    created_at_ms: u64,
+    state: String,
+}
+
+impl SessionRecord {
+    pub(crate) fn encode(&self) -> String {
+        let wire = Wire {
+            tickers: self.tickers.iter().map(|t| t.as_str().to_owned()).collect(),
+            max_rate_hz: self.max_rate_hz,
+            created_at_ms: self.created_at_ms,
+            state: self.state.as_str().to_owned(),
+        };
+        serde_json::to_string(&wire).unwrap_or_default()
+    }
+
+    /// Parses a stored record; `None` for anything malformed (it is treated as absent, never
+    /// trusted halfway).
+    pub(crate) fn decode(id: SessionId, bytes: &[u8]) -> Option<Self> {
+        let wire: Wire = serde_json::from_slice(bytes).ok()?;
+        let tickers = wire.tickers.iter().map(|t| Ticker::parse(t).ok()).collect::<Option<Vec<_>>>()?;
+        let state = SessionState::ALL.into_iter().find(|s| s.as_str() == wire.state)?;
+        let rate_ok = wire.max_rate_hz.is_none_or(|hz| hz.is_finite() && hz > 0.0);
+        (!tickers.is_empty() && rate_ok).then_some(Self {
+            id,
+            tickers,
+            max_rate_hz: wire.max_rate_hz,
+            created_at_ms: wire.created_at_ms,
+            state,
+        })
+    }
+}
+
+/// Told about other engines' actions on sessions; called from the store's reader task, so it
+/// must not block.
+pub trait ClusterListener: Send + Sync + 'static {
+    /// Another engine ended the session (deleted through its API): end the local copy.
+    fn session_ended(&self, id: SessionId);
+    /// Another engine attached a stream to the session: the local copy, if any, is replaced.
+    fn session_attached(&self, id: SessionId);
+    /// The store was unreachable and is back, possibly empty: re-write every record served here.
+    fn reconnected(&self);
+}
+
+/// Shared session records. Every method is one round trip (or one pipeline).
+pub trait SessionStore: Send + Sync + 'static {
+    /// Connects the node's listener (once, at start).
+    fn listen(&self, listener: Arc<dyn ClusterListener>);
+
+    /// Writes records, each expiring after `ttl` unless refreshed.
+    fn put(&self, records: Vec<SessionRecord>, ttl: Duration) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Replaces a record that still exists, keeping its expiry; false if it is gone.
+    fn update(&self, record: SessionRecord) -> BoxFuture<'_, Result<bool, BrokerError>>;
+
+    /// Reads a record.
+    fn get(&self, id: SessionId) -> BoxFuture<'_, Result<Option<SessionRecord>, BrokerError>>;
+
+    /// Extends the expiry of records (sessions streaming on this node).
+    fn touch(&self, ids: Vec<SessionId>, ttl: Duration) -> BoxFuture<'_, Result<(), BrokerError>>;
+
+    /// Deletes a record and tells every other engine to end its copy. True if it existed.
+    fn remove(&self, id: SessionId) -> BoxFuture<'_, Result<bool, BrokerError>>;
+
+    /// Tells every other engine that this one now streams the session.
+    fn announce_attached(&self, id: SessionId) -> BoxFuture<'_, Result<(), BrokerError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_bad_ones_are_absent() {
+        let id = SessionId::random();
+        let rec = SessionRecord {
+            id,
+            tickers: vec![Ticker::parse("AAPL").unwrap(), Ticker::parse("BRK.B").unwrap()],
+            max_rate_hz: Some(2.5),
+            created_at_ms: 1_764_230_400_123,
+            state: SessionState::Streaming,
+        };
+        assert_eq!(SessionRecord::decode(id, rec.encode().as_bytes()), Some(rec));
+        for bad in [
+            "",
+            "{}",
+            r#"{"tickers":[],"created_at_ms":1,"state":"pending"}"#,
+            r#"{"tickers":["not a ticker"],"created_at_ms":1,"state":"pending"}"#,
+            r#"{"tickers":["A"],"created_at_ms":1,"state":"sleeping"}"#,
+            r#"{"tickers":["A"],"created_at_ms":1,"state":"pending","max_rate_hz":-1}"#,
+        ] {
+            assert_eq!(SessionRecord::decode(id, bad.as_bytes()), None, "{bad}");
+        }
+    }
+}
