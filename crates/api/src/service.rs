@@ -41,6 +41,8 @@ pub enum CloseReason {
     SessionEnded,
     /// The engine is shutting down.
     ShuttingDown,
+    /// No engine can serve the stream now (all unreachable); retry later.
+    Unavailable,
 }
 
 /// Errors of the monitoring service; each variant tells the caller what to answer.
@@ -100,4 +102,10 @@ pub trait MonitoringService: Send + Sync + 'static {
 
     /// Publishes prices through the broker, exactly as a feed does.
     fn publish(&self, ticks: Vec<Tick>) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    /// Whether the service can take requests now (`/healthz`): false when a remote service has
+    /// no reachable engine.
+    fn ready(&self) -> bool {
+        true
+    }
 }

@@ -7,6 +7,10 @@
 //! - a sweeper that removes sessions nobody streams (never attached, or detached longer than the
 //!   TTL), with their subscriptions.
 //!
+//! With a [`SessionStore`] (several nodes sharing Redis), every session also has a record in the
+//! store, so any engine can serve it: `cluster` keeps those records fresh and ends local copies
+//! that another engine deleted or took over.
+//!
 //! The engine does no socket I/O: the gateway pulls a session's stream and writes it.
 //! Every path that ends a session goes through `Engine::end`, which removes it from the
 //! registry first: whoever removes it cleans it up, exactly once.
@@ -20,12 +24,13 @@ use parking_lot::Mutex;
 use tickstream_api::{
     CloseReason, MonitoringService, ServiceError, SessionId, SessionInfo, StartRequest, Tick, Ticker, now_ms,
 };
-use tickstream_broker::{Broker, BrokerError};
+use tickstream_broker::{Broker, BrokerError, SessionRecord, SessionStore};
 use tickstream_telemetry::Metrics;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod cluster;
 mod fanout;
 mod session;
 mod stream;
@@ -66,6 +71,13 @@ struct Inner {
     broker: Arc<dyn Broker>,
     fanout: Arc<Fanout>,
     sessions: Mutex<HashMap<SessionId, Arc<Session>, RandomState>>,
+    /// Shared session records (several nodes); `None` keeps sessions in this process only.
+    store: Option<Arc<dyn SessionStore>>,
+    /// Wakes the record keeper after the store came back (it re-writes every record).
+    restore: tokio::sync::Notify,
+    /// Set by `shutdown`: no session is created or adopted after it (a gateway failing over
+    /// must not land on an engine that is draining).
+    closing: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -81,13 +93,50 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Creates an engine and attaches its fan-out to `broker`.
     pub fn new(config: EngineConfig, broker: Arc<dyn Broker>, metrics: Arc<Metrics>) -> Self {
-        let fanout = Arc::new(Fanout::new(Arc::clone(&metrics)));
-        broker.attach(Arc::clone(&fanout) as _);
-        Self { inner: Arc::new(Inner { config, broker, fanout, sessions: Mutex::default(), metrics }) }
+        Self::build(config, broker, None, metrics)
     }
 
-    /// Spawns the TTL sweeper on `tracker`; it stops when `shutdown` is cancelled.
+    /// Creates an engine whose sessions are shared through `store`, so that any engine on the
+    /// same store can serve them.
+    pub fn with_store(
+        config: EngineConfig,
+        broker: Arc<dyn Broker>,
+        store: Arc<dyn SessionStore>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let engine = Self::build(config, broker, Some(Arc::clone(&store)), metrics);
+        store.listen(Arc::new(cluster::Listener::new(&engine)));
+        engine
+    }
+
+    fn build(
+        config: EngineConfig,
+        broker: Arc<dyn Broker>,
+        store: Option<Arc<dyn SessionStore>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let fanout = Arc::new(Fanout::new(Arc::clone(&metrics)));
+        broker.attach(Arc::clone(&fanout) as _);
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                broker,
+                fanout,
+                sessions: Mutex::default(),
+                store,
+                restore: tokio::sync::Notify::new(),
+                closing: std::sync::atomic::AtomicBool::new(false),
+                metrics,
+            }),
+        }
+    }
+
+    /// Spawns the TTL sweeper (and, with a store, the record keeper) on `tracker`; they stop
+    /// when `shutdown` is cancelled.
     pub fn spawn_sweeper(&self, tracker: &TaskTracker, shutdown: CancellationToken) {
+        if self.inner.store.is_some() {
+            cluster::spawn_keeper(self, tracker, shutdown.clone());
+        }
         let engine = self.clone();
         let guard = self.inner.metrics.task("sweeper");
         // A tenth of the TTL keeps expiry within 10% of its deadline; the bounds keep a tiny test
@@ -120,6 +169,7 @@ impl Engine {
 
     /// Ends every session (their streams close with [`CloseReason::ShuttingDown`]).
     pub fn shutdown(&self) {
+        self.inner.closing.store(true, std::sync::atomic::Ordering::SeqCst);
         let ids: Vec<SessionId> = self.inner.sessions.lock().keys().copied().collect();
         for id in ids {
             self.end(id, CloseReason::ShuttingDown, false);
@@ -210,15 +260,52 @@ impl Engine {
         {
             return Err(ServiceError::InvalidRate { min: MIN_RATE_HZ, max: MAX_RATE_HZ });
         }
-        let id = SessionId::random();
-        let session = Arc::new(Session::new(id, req.tickers, req.max_rate_hz, now_ms(), &self.inner.metrics));
+        let session =
+            Session::new(SessionId::random(), req.tickers, req.max_rate_hz, now_ms(), &self.inner.metrics);
+        let session = self.register(Arc::new(session))?;
+        self.info(&session)
+    }
+
+    /// Re-creates a session from its shared record (it was created or served by another engine).
+    /// A concurrent adopt of the same id keeps the first.
+    fn adopt(&self, record: SessionRecord) -> Result<(), ServiceError> {
+        if self.inner.sessions.lock().contains_key(&record.id) {
+            return Ok(());
+        }
+        let session = Session::new(
+            record.id,
+            record.tickers,
+            record.max_rate_hz,
+            record.created_at_ms,
+            &self.inner.metrics,
+        );
+        match self.register(Arc::new(session)) {
+            Ok(_) | Err(ServiceError::SessionNotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds a new session to the registry and subscribes its tickers. `SessionNotFound` if the
+    /// id is already taken (only an adopt race can do that).
+    fn register(&self, session: Arc<Session>) -> Result<Arc<Session>, ServiceError> {
+        let config = &self.inner.config;
+        let id = session.id;
         {
             let mut sessions = self.inner.sessions.lock();
-            if sessions.len() >= config.max_sessions {
+            let refused = if self.inner.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                Some(ServiceError::Unavailable("engine shutting down".into()))
+            } else if sessions.len() >= config.max_sessions {
+                Some(ServiceError::SessionLimit { max: config.max_sessions })
+            } else if sessions.contains_key(&id) {
+                Some(ServiceError::SessionNotFound)
+            } else {
+                None
+            };
+            if let Some(refused) = refused {
                 drop(sessions);
                 // Not registered: undo the gauge the new session counted itself in.
                 session.stream.lock().set_life(Life::Ended(CloseReason::SessionEnded), &self.inner.metrics);
-                return Err(ServiceError::SessionLimit { max: config.max_sessions });
+                return Err(refused);
             }
             sessions.insert(id, Arc::clone(&session));
         }
@@ -232,7 +319,7 @@ impl Engine {
                 }
             }
         }
-        self.info(&session)
+        Ok(session)
     }
 
     async fn attach(&self, id: SessionId) -> Result<Updates, ServiceError> {
@@ -340,24 +427,60 @@ impl MonitoringService for Engine {
     type Updates = Updates;
 
     async fn start_monitoring(&self, req: StartRequest) -> Result<SessionInfo, ServiceError> {
-        self.create(req)
+        let info = self.create(req)?;
+        if let Some(store) = &self.inner.store {
+            // The record is written before the id is handed out, so any engine can serve it.
+            let record = cluster::record_of(&info);
+            if let Err(e) = store.put(vec![record], self.inner.config.session_ttl).await {
+                self.end(info.id, CloseReason::SessionEnded, false);
+                return Err(unavailable(e));
+            }
+        }
+        Ok(info)
     }
 
     async fn session(&self, id: SessionId) -> Result<SessionInfo, ServiceError> {
-        let session = self.live_session(id)?;
-        self.info(&session)
-    }
-
-    async fn end_session(&self, id: SessionId) -> Result<(), ServiceError> {
-        if self.end(id, CloseReason::SessionEnded, false) {
-            Ok(())
-        } else {
-            Err(ServiceError::SessionNotFound)
+        match (self.live_session(id), &self.inner.store) {
+            (Ok(session), _) => self.info(&session),
+            (Err(_), Some(store)) => {
+                let record = store.get(id).await.map_err(unavailable)?;
+                let record = record.ok_or(ServiceError::SessionNotFound)?;
+                Ok(cluster::info_of(record, self.inner.config.session_ttl))
+            }
+            (Err(e), None) => Err(e),
         }
     }
 
+    async fn end_session(&self, id: SessionId) -> Result<(), ServiceError> {
+        let local = self.end(id, CloseReason::SessionEnded, false);
+        let shared = match &self.inner.store {
+            // Removing the record also tells the engine streaming it, if another, to end it.
+            Some(store) => match store.remove(id).await {
+                Ok(existed) => existed,
+                Err(e) if !local => return Err(unavailable(e)),
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "cannot remove the session record");
+                    true
+                }
+            },
+            None => false,
+        };
+        if local || shared { Ok(()) } else { Err(ServiceError::SessionNotFound) }
+    }
+
     async fn stream_price_updates(&self, id: SessionId) -> Result<Updates, ServiceError> {
-        self.attach(id).await
+        if let Some(store) = &self.inner.store
+            && self.live_session(id).is_err()
+        {
+            // Served elsewhere before (or created through another engine): take it over.
+            let record = store.get(id).await.map_err(unavailable)?;
+            self.adopt(record.ok_or(ServiceError::SessionNotFound)?)?;
+        }
+        let updates = self.attach(id).await?;
+        if let Some(store) = &self.inner.store {
+            cluster::announce_streaming(self, store.as_ref(), id).await;
+        }
+        Ok(updates)
     }
 
     async fn update_tickers(
@@ -366,14 +489,27 @@ impl MonitoringService for Engine {
         add: Vec<Ticker>,
         remove: Vec<Ticker>,
     ) -> Result<Vec<Ticker>, ServiceError> {
-        self.change_tickers(id, add, remove).await
+        let all = self.change_tickers(id, add, remove).await?;
+        if let Some(store) = &self.inner.store
+            && let Ok(session) = self.live_session(id)
+            && let Ok(info) = self.info(&session)
+            && let Err(e) = store.update(cluster::record_of(&info)).await
+        {
+            // The stream carries on; the record catches up at the next keeper pass or restore.
+            tracing::warn!(session = %id, error = %e, "cannot update the session record");
+        }
+        Ok(all)
     }
 
     async fn publish(&self, ticks: Vec<Tick>) -> Result<(), ServiceError> {
-        self.inner.broker.publish(ticks).await.map_err(|e| match e {
-            BrokerError::SymbolLimit { max } => ServiceError::SymbolLimit { max },
-            BrokerError::Unavailable(why) => ServiceError::Unavailable(why),
-        })
+        self.inner.broker.publish(ticks).await.map_err(unavailable)
+    }
+}
+
+fn unavailable(e: BrokerError) -> ServiceError {
+    match e {
+        BrokerError::SymbolLimit { max } => ServiceError::SymbolLimit { max },
+        BrokerError::Unavailable(why) => ServiceError::Unavailable(why),
     }
 }
 

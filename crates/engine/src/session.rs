@@ -133,6 +133,11 @@ impl Session {
     pub fn state(&self) -> Option<SessionState> {
         self.stream.lock().life.state()
     }
+
+    /// The lifecycle as it is now (for the session-record keeper).
+    pub fn life(&self) -> Life {
+        self.stream.lock().life
+    }
 }
 
 impl StreamState {

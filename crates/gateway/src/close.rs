@@ -18,6 +18,8 @@ pub enum CloseCode {
     TooBig,
     /// 1011: the engine stream failed or ended unexpectedly.
     InternalError,
+    /// 1013: no engine can serve the session now (all unreachable); reconnect with backoff.
+    TryAgainLater,
     /// 4008: a write did not complete within the write timeout (client not reading).
     SlowClient,
     /// 4404: the session was deleted or expired.
@@ -38,6 +40,7 @@ impl CloseCode {
             Self::PolicyViolation => 1008,
             Self::TooBig => 1009,
             Self::InternalError => 1011,
+            Self::TryAgainLater => 1013,
             Self::SlowClient => 4008,
             Self::SessionEnded => 4404,
             Self::HeartbeatTimeout => 4408,
@@ -55,6 +58,7 @@ impl CloseCode {
             Self::PolicyViolation => "too many messages",
             Self::TooBig => "message too big",
             Self::InternalError => "internal error",
+            Self::TryAgainLater => "no engine available",
             Self::SlowClient => "write timed out",
             Self::SessionEnded => "session ended",
             Self::HeartbeatTimeout => "heartbeat timeout",

@@ -318,6 +318,7 @@ fn close_code(reason: CloseReason) -> CloseCode {
         CloseReason::Replaced => CloseCode::Replaced,
         CloseReason::SessionEnded => CloseCode::SessionEnded,
         CloseReason::ShuttingDown => CloseCode::GoingAway,
+        CloseReason::Unavailable => CloseCode::TryAgainLater,
     }
 }
 

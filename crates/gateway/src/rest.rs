@@ -135,6 +135,9 @@ pub async fn healthz<S: MonitoringService>(State(st): State<AppState<S>>) -> Res
     if st.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "shutting_down" }))).into_response();
     }
+    if !st.service.ready() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "no_engine" }))).into_response();
+    }
     Json(json!({ "status": "ok" })).into_response()
 }
 
