@@ -1,0 +1,242 @@
+//! Translation between the proto messages and `tickstream-api`, errors included. Everything
+//! coming off the wire is validated again: a remote peer is input like any other.
+
+use std::time::Duration;
+
+use tickstream_api::{
+    CloseReason, ServiceError, SessionEvent, SessionId, SessionInfo, SessionState, SharedTick, Tick, Ticker,
+};
+use tonic::{Code, Status};
+
+use crate::pb;
+
+const ERROR_KEY: &str = "tickstream-error";
+const MAX_KEY: &str = "tickstream-max";
+const MIN_KEY: &str = "tickstream-min";
+
+pub(crate) fn invalid(code: &'static str, message: impl Into<String>) -> Status {
+    with_meta(Status::invalid_argument(message), code, None, None)
+}
+
+fn with_meta(mut status: Status, code: &str, max: Option<String>, min: Option<String>) -> Status {
+    let meta = status.metadata_mut();
+    if let Ok(v) = code.parse() {
+        meta.insert(ERROR_KEY, v);
+    }
+    if let Some(v) = max.and_then(|m| m.parse().ok()) {
+        meta.insert(MAX_KEY, v);
+    }
+    if let Some(v) = min.and_then(|m| m.parse().ok()) {
+        meta.insert(MIN_KEY, v);
+    }
+    status
+}
+
+pub(crate) fn to_status(e: ServiceError) -> Status {
+    let msg = e.to_string();
+    match e {
+        ServiceError::SessionNotFound => Status::not_found(msg),
+        ServiceError::NoTickers => with_meta(Status::invalid_argument(msg), "no_tickers", None, None),
+        ServiceError::TooManyTickers { max } => {
+            with_meta(Status::invalid_argument(msg), "too_many_tickers", Some(max.to_string()), None)
+        }
+        ServiceError::InvalidRate { min, max } => with_meta(
+            Status::invalid_argument(msg),
+            "invalid_rate",
+            Some(max.to_string()),
+            Some(min.to_string()),
+        ),
+        ServiceError::SessionLimit { max } => {
+            with_meta(Status::resource_exhausted(msg), "session_limit", Some(max.to_string()), None)
+        }
+        ServiceError::SymbolLimit { max } => {
+            with_meta(Status::resource_exhausted(msg), "symbol_limit", Some(max.to_string()), None)
+        }
+        ServiceError::Unavailable(why) => Status::unavailable(why),
+    }
+}
+
+/// Back from a status. Anything that is not one of ours (transport failures, deadlines, codes a
+/// future engine might add) is `Unavailable`: the gateway answers 503 and the caller retries.
+pub(crate) fn from_status(status: &Status) -> ServiceError {
+    let meta = |k: &str| status.metadata().get(k).and_then(|v| v.to_str().ok());
+    let num = |k: &str| meta(k).and_then(|v| v.parse::<f64>().ok());
+    let max = num(MAX_KEY).unwrap_or(0.0);
+    match (status.code(), meta(ERROR_KEY)) {
+        (Code::NotFound, _) => ServiceError::SessionNotFound,
+        (_, Some("no_tickers")) => ServiceError::NoTickers,
+        (_, Some("too_many_tickers")) => ServiceError::TooManyTickers { max: max as usize },
+        (_, Some("invalid_rate")) => ServiceError::InvalidRate { min: num(MIN_KEY).unwrap_or(0.0), max },
+        (_, Some("session_limit")) => ServiceError::SessionLimit { max: max as usize },
+        (_, Some("symbol_limit")) => ServiceError::SymbolLimit { max: max as usize },
+        _ => ServiceError::Unavailable(format!("engine: {}", status.message())),
+    }
+}
+
+/// True for statuses that say nothing about the request, only that the engine (or the way to
+/// it) failed: the call may be retried elsewhere.
+pub(crate) fn is_transport(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::Aborted
+    ) && status.metadata().get(ERROR_KEY).is_none()
+}
+
+pub(crate) fn parse_id(s: &str) -> Result<SessionId, Status> {
+    SessionId::parse(s).ok_or_else(|| Status::not_found("session not found or expired"))
+}
+
+pub(crate) fn parse_tickers(list: &[String]) -> Result<Vec<Ticker>, Status> {
+    list.iter().map(|t| Ticker::parse(t).map_err(|e| invalid("invalid_ticker", e.to_string()))).collect()
+}
+
+pub(crate) fn tickers_out(list: &[Ticker]) -> Vec<String> {
+    list.iter().map(|t| t.as_str().to_owned()).collect()
+}
+
+pub(crate) fn price_out(t: &Tick) -> pb::Price {
+    pb::Price { ticker: t.ticker().as_str().to_owned(), price: t.price(), ts_ms: t.ts_ms() }
+}
+
+pub(crate) fn price_in(p: &pb::Price) -> Result<Tick, Status> {
+    let ticker = Ticker::parse(&p.ticker).map_err(|e| invalid("invalid_ticker", e.to_string()))?;
+    Tick::new(ticker, p.price, p.ts_ms).map_err(|e| invalid("invalid_price", e.to_string()))
+}
+
+fn state_out(s: SessionState) -> pb::SessionState {
+    match s {
+        SessionState::Pending => pb::SessionState::Pending,
+        SessionState::Streaming => pb::SessionState::Streaming,
+        SessionState::Detached => pb::SessionState::Detached,
+    }
+}
+
+pub(crate) fn session_out(info: &SessionInfo) -> pb::Session {
+    pb::Session {
+        session_id: info.id.to_string(),
+        tickers: tickers_out(&info.tickers),
+        state: state_out(info.state) as i32,
+        created_at_ms: info.created_at_ms,
+        ttl_ms: info.ttl.as_millis() as u64,
+        max_rate_hz: info.max_rate_hz,
+    }
+}
+
+pub(crate) fn session_in(s: pb::Session) -> Result<SessionInfo, ServiceError> {
+    let bad = |what: &str| ServiceError::Unavailable(format!("engine sent an invalid session ({what})"));
+    let id = SessionId::parse(&s.session_id).ok_or_else(|| bad("id"))?;
+    let tickers = s
+        .tickers
+        .iter()
+        .map(|t| Ticker::parse(t).ok())
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| bad("tickers"))?;
+    let state = match pb::SessionState::try_from(s.state) {
+        Ok(pb::SessionState::Pending) => SessionState::Pending,
+        Ok(pb::SessionState::Streaming) => SessionState::Streaming,
+        Ok(pb::SessionState::Detached) => SessionState::Detached,
+        _ => return Err(bad("state")),
+    };
+    Ok(SessionInfo {
+        id,
+        tickers,
+        state,
+        created_at_ms: s.created_at_ms,
+        ttl: Duration::from_millis(s.ttl_ms),
+        max_rate_hz: s.max_rate_hz,
+    })
+}
+
+fn prices_out(ticks: &[SharedTick]) -> pb::Prices {
+    pb::Prices { prices: ticks.iter().map(|t| price_out(t)).collect() }
+}
+
+pub(crate) fn event_out(ev: &SessionEvent) -> pb::PriceUpdate {
+    use pb::price_update::Event;
+    let event = match ev {
+        SessionEvent::Snapshot(t) => Event::Snapshot(prices_out(t)),
+        SessionEvent::Prices(t) => Event::Prices(prices_out(t)),
+        SessionEvent::Closed(reason) => Event::Closed(match reason {
+            CloseReason::Replaced => pb::CloseReason::Replaced,
+            CloseReason::SessionEnded => pb::CloseReason::SessionEnded,
+            CloseReason::ShuttingDown => pb::CloseReason::ShuttingDown,
+            CloseReason::Unavailable => pb::CloseReason::Unavailable,
+        } as i32),
+    };
+    pb::PriceUpdate { event: Some(event) }
+}
+
+/// A stream message back to an event; `None` for a malformed one (skipped, never trusted).
+pub(crate) fn event_in(update: pb::PriceUpdate) -> Option<SessionEvent> {
+    use pb::price_update::Event;
+    let ticks = |p: pb::Prices| -> Vec<SharedTick> {
+        p.prices.iter().filter_map(|p| price_in(p).ok()).map(std::sync::Arc::new).collect()
+    };
+    Some(match update.event? {
+        Event::Snapshot(p) => SessionEvent::Snapshot(ticks(p)),
+        Event::Prices(p) => SessionEvent::Prices(ticks(p)),
+        Event::Closed(r) => SessionEvent::Closed(match pb::CloseReason::try_from(r) {
+            Ok(pb::CloseReason::Replaced) => CloseReason::Replaced,
+            Ok(pb::CloseReason::SessionEnded) => CloseReason::SessionEnded,
+            Ok(pb::CloseReason::ShuttingDown) => CloseReason::ShuttingDown,
+            _ => CloseReason::Unavailable,
+        }),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_errors_survive_the_wire() {
+        for e in [
+            ServiceError::SessionNotFound,
+            ServiceError::NoTickers,
+            ServiceError::TooManyTickers { max: 100 },
+            ServiceError::InvalidRate { min: 0.01, max: 1000.0 },
+            ServiceError::SessionLimit { max: 7 },
+            ServiceError::SymbolLimit { max: 9 },
+            ServiceError::Unavailable("x".into()),
+        ] {
+            let back = from_status(&to_status(e.clone()));
+            match e {
+                ServiceError::Unavailable(_) => assert!(matches!(back, ServiceError::Unavailable(_))),
+                e => assert_eq!(back, e),
+            }
+        }
+        assert!(is_transport(&Status::unavailable("connection refused")));
+        assert!(!is_transport(&Status::not_found("x")));
+        assert!(!is_transport(&to_status(ServiceError::TooManyTickers { max: 1 })));
+    }
+
+    #[test]
+    fn events_round_trip_and_bad_prices_are_dropped() {
+        let tick = std::sync::Arc::new(Tick::new(Ticker::parse("AAPL").unwrap(), 189.25, 5).unwrap());
+        for ev in [
+            SessionEvent::Snapshot(vec![tick.clone()]),
+            SessionEvent::Prices(vec![tick.clone()]),
+            SessionEvent::Closed(CloseReason::Replaced),
+            SessionEvent::Closed(CloseReason::ShuttingDown),
+        ] {
+            assert_eq!(event_in(event_out(&ev)), Some(ev));
+        }
+        let bad = pb::PriceUpdate {
+            event: Some(pb::price_update::Event::Prices(pb::Prices {
+                prices: vec![
+                    pb::Price { ticker: "no way".into(), price: 1.0, ts_ms: 1 },
+                    pb::Price { ticker: "A".into(), price: f64::NAN, ts_ms: 1 },
+                    pb::Price { ticker: "B".into(), price: 2.0, ts_ms: 1 },
+                ],
+            })),
+        };
+        let Some(SessionEvent::Prices(p)) = event_in(bad) else { panic!() };
+        assert_eq!(p.len(), 1);
+        assert_eq!(event_in(pb::PriceUpdate { event: None }), None);
+    }
+}

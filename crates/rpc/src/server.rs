@@ -1,0 +1,182 @@
+//! The engine side: any [`MonitoringService`] served as `RealTimePriceMonitoringService`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tickstream_api::{MonitoringService, SessionEvent, StartRequest};
+use tickstream_telemetry::Metrics;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{
+    event_out, invalid, parse_id, parse_tickers, price_in, session_out, tickers_out, to_status,
+};
+use crate::pb;
+use crate::pb::real_time_price_monitoring_service_server::{
+    RealTimePriceMonitoringService, RealTimePriceMonitoringServiceServer,
+};
+
+/// Transport settings of the engine's gRPC server.
+#[derive(Debug, Clone)]
+pub struct GrpcServerConfig {
+    /// HTTP/2 streams one connection may hold open. Every WebSocket of a gateway is one stream,
+    /// and a gateway spreads them over a few connections per engine; past the bound a new
+    /// stream waits for a free slot (and the gateway's attach deadline) instead of growing the
+    /// engine's per-connection state without limit.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 PING interval, and how long to wait for its ack before dropping the connection:
+    /// a gateway that vanished without a FIN releases its streams (and sessions) this fast.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Largest decoded request (a price batch); also caps the prices per publish.
+    pub max_request_bytes: usize,
+}
+
+impl Default for GrpcServerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 25_000,
+            keepalive_interval: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(10),
+            max_request_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `RealTimePriceMonitoringService` over a [`MonitoringService`].
+pub struct EngineService<S> {
+    service: Arc<S>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> std::fmt::Debug for EngineService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineService").finish_non_exhaustive()
+    }
+}
+
+impl<S: MonitoringService> EngineService<S> {
+    pub fn new(service: Arc<S>, metrics: Arc<Metrics>) -> Self {
+        Self { service, metrics }
+    }
+}
+
+type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::PriceUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<S: MonitoringService> RealTimePriceMonitoringService for EngineService<S> {
+    async fn start_price_monitoring(
+        &self,
+        req: Request<pb::StartPriceMonitoringRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let req = req.into_inner();
+        let tickers = parse_tickers(&req.tickers)?;
+        let info = self
+            .service
+            .start_monitoring(StartRequest { tickers, max_rate_hz: req.max_rate_hz })
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(session_out(&info)))
+    }
+
+    type StreamPriceUpdatesStream = UpdateStream;
+
+    async fn stream_price_updates(
+        &self,
+        req: Request<pb::StreamPriceUpdatesRequest>,
+    ) -> Result<Response<UpdateStream>, Status> {
+        let id = parse_id(&req.get_ref().session_id)?;
+        let updates = self.service.stream_price_updates(id).await.map_err(to_status)?;
+        // Counted until hyper drops the stream: when it ends after `closed`, or when the gateway
+        // cancels it (its socket closed) — which also drops `updates` and detaches the session.
+        let guard = self.metrics.task("grpc_stream");
+        let mut finished = false;
+        let stream = updates
+            .take_while(move |ev| {
+                let more = !finished;
+                finished |= matches!(ev, SessionEvent::Closed(_));
+                std::future::ready(more)
+            })
+            .map(move |ev| {
+                let _held = &guard;
+                Ok(event_out(&ev))
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get_session(&self, req: Request<pb::SessionRef>) -> Result<Response<pb::Session>, Status> {
+        let id = parse_id(&req.get_ref().session_id)?;
+        let info = self.service.session(id).await.map_err(to_status)?;
+        Ok(Response::new(session_out(&info)))
+    }
+
+    async fn end_session(
+        &self,
+        req: Request<pb::SessionRef>,
+    ) -> Result<Response<pb::EndSessionResponse>, Status> {
+        let id = parse_id(&req.get_ref().session_id)?;
+        self.service.end_session(id).await.map_err(to_status)?;
+        Ok(Response::new(pb::EndSessionResponse {}))
+    }
+
+    async fn update_tickers(
+        &self,
+        req: Request<pb::UpdateTickersRequest>,
+    ) -> Result<Response<pb::UpdateTickersResponse>, Status> {
+        let req = req.into_inner();
+        let id = parse_id(&req.session_id)?;
+        let add = parse_tickers(&req.add)?;
+        let remove = parse_tickers(&req.remove)?;
+        let all = self.service.update_tickers(id, add, remove).await.map_err(to_status)?;
+        Ok(Response::new(pb::UpdateTickersResponse { tickers: tickers_out(&all) }))
+    }
+
+    async fn publish_prices(
+        &self,
+        req: Request<pb::PublishPricesRequest>,
+    ) -> Result<Response<pb::PublishPricesResponse>, Status> {
+        let req = req.into_inner();
+        if req.prices.is_empty() {
+            return Err(invalid("empty_prices", "no prices in the request"));
+        }
+        let ticks = req.prices.iter().map(price_in).collect::<Result<Vec<_>, _>>()?;
+        let accepted = ticks.len() as u32;
+        self.service.publish(ticks).await.map_err(to_status)?;
+        Ok(Response::new(pb::PublishPricesResponse { accepted }))
+    }
+
+    async fn ping(&self, _req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
+        if self.service.ready() {
+            Ok(Response::new(pb::PingResponse {}))
+        } else {
+            Err(Status::unavailable("not ready"))
+        }
+    }
+}
+
+/// Serves `service` on `listener` until `shutdown` resolves, then waits for open calls to end
+/// (the caller ends every session first, so streams finish with `closed`).
+///
+/// # Errors
+/// A transport failure of the server itself.
+pub async fn serve<S: MonitoringService>(
+    service: Arc<S>,
+    metrics: Arc<Metrics>,
+    listener: TcpListener,
+    config: &GrpcServerConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let svc = RealTimePriceMonitoringServiceServer::new(EngineService::new(service, metrics))
+        .max_decoding_message_size(config.max_request_bytes);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
