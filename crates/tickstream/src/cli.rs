@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(name = "tickstream", version, about = "Real-time stock-price streaming over WebSockets")]
@@ -14,8 +14,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run everything in one process: gateway, engine, in-process broker and simulated feed.
+    /// Run everything in one process: gateway, engine, broker (in-process, or Redis with
+    /// --redis) and simulated feed.
     Serve(ServeArgs),
+    /// Run an engine: sessions and fan-out, served over gRPC, sharing sessions and prices with
+    /// other nodes through Redis.
+    Engine(EngineArgs),
+    /// Run a gateway: the REST + WebSocket API of `serve`, backed by remote engines over gRPC.
+    Gateway(GatewayArgs),
+    /// Publish simulated prices into Redis.
+    Feed(FeedArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -28,36 +36,22 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
 
-/// Flags of `tickstream serve`.
-#[derive(Debug, Clone, Parser)]
-pub struct ServeArgs {
+/// Options of the HTTP/WebSocket edge (`serve` and `gateway`).
+#[derive(Debug, Clone, Args)]
+pub struct EdgeOpts {
     /// Address for HTTP and WebSocket clients.
     #[arg(long, env = "TICKSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Size of the simulated ticker universe (well-known symbols first).
-    #[arg(long, env = "TICKSTREAM_TICKERS", default_value_t = 500)]
-    pub tickers: usize,
-    /// Total simulated price updates per second.
-    #[arg(long, env = "TICKSTREAM_FEED_RATE", default_value_t = 2000)]
-    pub feed_rate: u32,
-    /// Do not run the simulated feed (prices come only from POST /api/v1/prices).
-    #[arg(long, env = "TICKSTREAM_NO_FEED")]
-    pub no_feed: bool,
-    /// How long a session lives with no WebSocket attached (e.g. 60s, 500ms).
-    #[arg(long, env = "TICKSTREAM_SESSION_TTL", default_value = "60s", value_parser = duration)]
-    pub session_ttl: Duration,
+    /// Let several processes listen on the same address (SO_REUSEPORT); the kernel spreads
+    /// connections between them.
+    #[arg(long, env = "TICKSTREAM_REUSE_PORT")]
+    pub reuse_port: bool,
     /// Interval of WebSocket Ping frames.
     #[arg(long, env = "TICKSTREAM_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = duration)]
     pub heartbeat_interval: Duration,
     /// Close a WebSocket (4408) that sends nothing for this long.
     #[arg(long, env = "TICKSTREAM_HEARTBEAT_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub heartbeat_timeout: Duration,
-    /// Most tickers one session may watch.
-    #[arg(long, env = "TICKSTREAM_MAX_TICKERS_PER_SESSION", default_value_t = 100)]
-    pub max_tickers_per_session: usize,
-    /// Most live sessions (503 session_limit_reached above it).
-    #[arg(long, env = "TICKSTREAM_MAX_SESSIONS", default_value_t = 200_000)]
-    pub max_sessions: usize,
     /// Most concurrent WebSockets (503 too_many_connections above it).
     #[arg(long, env = "TICKSTREAM_MAX_CONNECTIONS", default_value_t = 100_000)]
     pub max_connections: usize,
@@ -67,18 +61,168 @@ pub struct ServeArgs {
     /// Close an HTTP connection whose request headers (or next request, when idle) take longer.
     #[arg(long, env = "TICKSTREAM_HTTP_HEADER_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub http_header_timeout: Duration,
-    /// Most distinct ticker symbols the last-value cache keeps (503 symbol_limit_reached above it).
-    #[arg(long, env = "TICKSTREAM_MAX_SYMBOLS", default_value_t = 100_000)]
-    pub max_symbols: usize,
     /// Close a WebSocket (4008) whose write does not complete in this time.
     #[arg(long, env = "TICKSTREAM_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub write_timeout: Duration,
-    /// On SIGINT/SIGTERM, how long to wait for connections to close.
+}
+
+/// Options of the engine (`serve` and `engine`).
+#[derive(Debug, Clone, Args)]
+pub struct SessionOpts {
+    /// How long a session lives with no WebSocket attached (e.g. 60s, 500ms).
+    #[arg(long, env = "TICKSTREAM_SESSION_TTL", default_value = "60s", value_parser = duration)]
+    pub session_ttl: Duration,
+    /// Most tickers one session may watch.
+    #[arg(long, env = "TICKSTREAM_MAX_TICKERS_PER_SESSION", default_value_t = 100)]
+    pub max_tickers_per_session: usize,
+    /// Most live sessions on this node (503 session_limit_reached above it).
+    #[arg(long, env = "TICKSTREAM_MAX_SESSIONS", default_value_t = 200_000)]
+    pub max_sessions: usize,
+    /// Most distinct ticker symbols this node accepts prices for (503 symbol_limit_reached).
+    #[arg(long, env = "TICKSTREAM_MAX_SYMBOLS", default_value_t = 100_000)]
+    pub max_symbols: usize,
+}
+
+/// Options of the simulated feed (`serve` and `feed`).
+#[derive(Debug, Clone, Args)]
+pub struct SimOpts {
+    /// Size of the simulated ticker universe (well-known symbols first).
+    #[arg(long, env = "TICKSTREAM_TICKERS", default_value_t = 500)]
+    pub tickers: usize,
+    /// Total simulated price updates per second.
+    #[arg(long, env = "TICKSTREAM_FEED_RATE", default_value_t = 2000)]
+    pub feed_rate: u32,
+}
+
+/// Options every role has.
+#[derive(Debug, Clone, Args)]
+pub struct CommonOpts {
+    /// On SIGINT/SIGTERM, how long to wait for connections and streams to close.
     #[arg(long, env = "TICKSTREAM_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub shutdown_timeout: Duration,
     /// Log format.
     #[arg(long, env = "TICKSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Flags of `tickstream serve`.
+#[derive(Debug, Clone, Parser)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub edge: EdgeOpts,
+    #[command(flatten)]
+    pub sessions: SessionOpts,
+    #[command(flatten)]
+    pub sim: SimOpts,
+    /// Do not run the simulated feed (prices come only from POST /api/v1/prices).
+    #[arg(long, env = "TICKSTREAM_NO_FEED")]
+    pub no_feed: bool,
+    /// Use Redis as the broker and session store (e.g. redis://127.0.0.1:6379), so several
+    /// `serve` nodes share prices and sessions. Without it everything stays in this process.
+    #[arg(long, env = "TICKSTREAM_REDIS")]
+    pub redis: Option<String>,
+    #[command(flatten)]
+    pub common: CommonOpts,
+}
+
+/// Flags of `tickstream engine`.
+#[derive(Debug, Clone, Parser)]
+pub struct EngineArgs {
+    /// Address of the gRPC service.
+    #[arg(long, env = "TICKSTREAM_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    pub grpc_listen: SocketAddr,
+    /// Address of the HTTP endpoints /metrics and /healthz.
+    #[arg(long, env = "TICKSTREAM_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub metrics_listen: SocketAddr,
+    /// Redis shared by every node (broker and session store).
+    #[arg(long, env = "TICKSTREAM_REDIS", default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
+    /// Most concurrent gRPC streams per connection (each WebSocket is one stream).
+    #[arg(long, env = "TICKSTREAM_GRPC_MAX_STREAMS", default_value_t = 25_000)]
+    pub grpc_max_streams: u32,
+    #[command(flatten)]
+    pub sessions: SessionOpts,
+    #[command(flatten)]
+    pub common: CommonOpts,
+}
+
+/// Flags of `tickstream gateway`.
+#[derive(Debug, Clone, Parser)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub edge: EdgeOpts,
+    /// Engines' gRPC URIs, comma-separated; streams are spread over them and fail over.
+    #[arg(long, env = "TICKSTREAM_ENGINE", value_delimiter = ',', default_value = "http://127.0.0.1:50051")]
+    pub engine: Vec<String>,
+    /// HTTP/2 connections to each engine (streams are spread over them).
+    #[arg(long, env = "TICKSTREAM_ENGINE_CONNECTIONS", default_value_t = 4)]
+    pub engine_connections: usize,
+    /// Deadline of each call to an engine, and of opening a stream.
+    #[arg(long, env = "TICKSTREAM_ENGINE_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub engine_timeout: Duration,
+    /// How long a stream whose engine failed looks for another before closing with 1013.
+    #[arg(long, env = "TICKSTREAM_FAILOVER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub failover_timeout: Duration,
+    #[command(flatten)]
+    pub common: CommonOpts,
+}
+
+/// Flags of `tickstream feed`.
+#[derive(Debug, Clone, Parser)]
+pub struct FeedArgs {
+    /// Redis to publish into.
+    #[arg(long, env = "TICKSTREAM_REDIS", default_value = "redis://127.0.0.1:6379")]
+    pub redis: String,
+    #[command(flatten)]
+    pub sim: SimOpts,
+    /// Address of /metrics and /healthz (none if not given).
+    #[arg(long, env = "TICKSTREAM_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub common: CommonOpts,
+}
+
+fn positive(flags: &[(&str, Duration)]) -> Result<(), String> {
+    match flags.iter().find(|(_, d)| d.is_zero()) {
+        Some((flag, _)) => Err(format!("{flag} must be greater than zero")),
+        None => Ok(()),
+    }
+}
+
+impl EdgeOpts {
+    fn validate(&self) -> Result<(), String> {
+        positive(&[
+            ("--heartbeat-interval", self.heartbeat_interval),
+            ("--heartbeat-timeout", self.heartbeat_timeout),
+            ("--write-timeout", self.write_timeout),
+            ("--http-header-timeout", self.http_header_timeout),
+        ])?;
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return Err("--heartbeat-timeout must be longer than --heartbeat-interval".into());
+        }
+        if self.max_connections == 0 || self.max_http_connections == 0 {
+            return Err("--max-connections and --max-http-connections must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl SessionOpts {
+    fn validate(&self) -> Result<(), String> {
+        positive(&[("--session-ttl", self.session_ttl)])?;
+        if self.max_tickers_per_session == 0 || self.max_sessions == 0 {
+            return Err("--max-tickers-per-session and --max-sessions must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn redis_url(url: &str) -> Result<(), String> {
+    if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") {
+        Ok(())
+    } else {
+        Err(format!("--redis must be a redis:// URL, got {url:?}"))
+    }
 }
 
 impl ServeArgs {
@@ -88,27 +232,60 @@ impl ServeArgs {
     /// # Errors
     /// A message naming the offending flag.
     pub fn validate(&self) -> Result<(), String> {
-        for (flag, value) in [
-            ("--session-ttl", self.session_ttl),
-            ("--heartbeat-interval", self.heartbeat_interval),
-            ("--heartbeat-timeout", self.heartbeat_timeout),
-            ("--write-timeout", self.write_timeout),
-            ("--http-header-timeout", self.http_header_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(format!("{flag} must be greater than zero"));
-            }
+        self.edge.validate()?;
+        self.sessions.validate()?;
+        if let Some(url) = &self.redis {
+            redis_url(url)?;
         }
-        if self.heartbeat_timeout <= self.heartbeat_interval {
-            return Err("--heartbeat-timeout must be longer than --heartbeat-interval".into());
+        if !self.no_feed && self.sim.tickers > self.sessions.max_symbols {
+            return Err(format!(
+                "--tickers ({}) exceeds --max-symbols ({})",
+                self.sim.tickers, self.sessions.max_symbols
+            ));
         }
-        if self.max_tickers_per_session == 0 || self.max_sessions == 0 || self.max_connections == 0 {
-            return Err(
-                "--max-tickers-per-session, --max-sessions and --max-connections must be at least 1".into()
-            );
+        Ok(())
+    }
+}
+
+impl EngineArgs {
+    /// # Errors
+    /// A message naming the offending flag.
+    pub fn validate(&self) -> Result<(), String> {
+        self.sessions.validate()?;
+        redis_url(&self.redis)?;
+        if self.grpc_max_streams == 0 {
+            return Err("--grpc-max-streams must be at least 1".into());
         }
-        if !self.no_feed && self.tickers > self.max_symbols {
-            return Err(format!("--tickers ({}) exceeds --max-symbols ({})", self.tickers, self.max_symbols));
+        Ok(())
+    }
+}
+
+impl GatewayArgs {
+    /// # Errors
+    /// A message naming the offending flag.
+    pub fn validate(&self) -> Result<(), String> {
+        self.edge.validate()?;
+        positive(&[
+            ("--engine-timeout", self.engine_timeout),
+            ("--failover-timeout", self.failover_timeout),
+        ])?;
+        if self.engine.is_empty() || self.engine.iter().any(|e| !e.starts_with("http://")) {
+            return Err("--engine needs one or more http:// URIs".into());
+        }
+        if self.engine_connections == 0 {
+            return Err("--engine-connections must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl FeedArgs {
+    /// # Errors
+    /// A message naming the offending flag.
+    pub fn validate(&self) -> Result<(), String> {
+        redis_url(&self.redis)?;
+        if self.sim.tickers == 0 || self.sim.feed_rate == 0 {
+            return Err("--tickers and --feed-rate must be at least 1".into());
         }
         Ok(())
     }
@@ -121,15 +298,16 @@ mod tests {
     #[test]
     fn defaults_match_the_readme() {
         let a = ServeArgs::try_parse_from(["serve"]).unwrap();
-        assert_eq!(a.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!(a.tickers, 500);
-        assert_eq!(a.feed_rate, 2000);
+        assert_eq!(a.edge.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(a.sim.tickers, 500);
+        assert_eq!(a.sim.feed_rate, 2000);
         assert!(!a.no_feed);
-        assert_eq!(a.session_ttl, Duration::from_secs(60));
-        assert_eq!(a.heartbeat_interval, Duration::from_secs(30));
-        assert_eq!(a.heartbeat_timeout, Duration::from_secs(60));
-        assert_eq!(a.max_tickers_per_session, 100);
-        assert_eq!(a.log_format, LogFormat::Text);
+        assert_eq!(a.redis, None);
+        assert_eq!(a.sessions.session_ttl, Duration::from_secs(60));
+        assert_eq!(a.edge.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(a.edge.heartbeat_timeout, Duration::from_secs(60));
+        assert_eq!(a.sessions.max_tickers_per_session, 100);
+        assert_eq!(a.common.log_format, LogFormat::Text);
     }
 
     #[test]
@@ -143,9 +321,9 @@ mod tests {
             "json",
         ])
         .unwrap();
-        assert_eq!(a.session_ttl, Duration::from_millis(500));
+        assert_eq!(a.sessions.session_ttl, Duration::from_millis(500));
         assert!(a.no_feed);
-        assert_eq!(a.log_format, LogFormat::Json);
+        assert_eq!(a.common.log_format, LogFormat::Json);
         assert!(ServeArgs::try_parse_from(["serve", "--session-ttl", "soon"]).is_err());
     }
 
@@ -163,5 +341,22 @@ mod tests {
         assert!(check(&["--tickers", "200", "--max-symbols", "100"]).is_err());
         assert_eq!(check(&["--tickers", "200", "--max-symbols", "100", "--no-feed"]), Ok(()));
         assert!(check(&["--max-sessions", "0"]).is_err());
+        assert!(check(&["--redis", "http://x"]).is_err());
+        assert_eq!(check(&["--redis", "redis://127.0.0.1:6379"]), Ok(()));
+    }
+
+    #[test]
+    fn other_roles_parse_and_validate() {
+        let e = EngineArgs::try_parse_from(["engine"]).unwrap();
+        assert_eq!(e.grpc_listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(e.redis, "redis://127.0.0.1:6379");
+        assert_eq!(e.validate(), Ok(()));
+        let g = GatewayArgs::try_parse_from(["gateway", "--engine", "http://a:1,http://b:2"]).unwrap();
+        assert_eq!(g.engine, ["http://a:1", "http://b:2"]);
+        assert_eq!(g.validate(), Ok(()));
+        let g = GatewayArgs::try_parse_from(["gateway", "--engine", "a:1"]).unwrap();
+        assert!(g.validate().is_err());
+        let f = FeedArgs::try_parse_from(["feed", "--tickers", "0"]).unwrap();
+        assert!(f.validate().is_err());
     }
 }

@@ -1,10 +1,13 @@
 //! `tickstream`: see `tickstream --help` and the README.
 
+use std::future::Future;
+use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tickstream::cli::{Cli, Command, LogFormat};
-use tickstream::serve;
+use tickstream::cli::{Cli, Command, CommonOpts, LogFormat};
+use tickstream::node::Handle;
+use tickstream::{engine, feed, gateway, serve};
 use tickstream_telemetry::logging;
 
 #[tokio::main]
@@ -12,33 +15,99 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            logging::init(match args.log_format {
-                LogFormat::Text => logging::LogFormat::Text,
-                LogFormat::Json => logging::LogFormat::Json,
-            });
-            let running = match serve::start(&args).await {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("tickstream: cannot start: {e}");
-                    return ExitCode::FAILURE;
+            run(&args.common, serve::start(&args), |r| {
+                // A stable line on stdout for scripts and tests; logs go to stderr.
+                println!("listening on http://{}", r.addr);
+                tracing::info!(addr = %r.addr, feed = !args.no_feed, redis = ?args.redis, "tickstream serving");
+            })
+            .await
+        }
+        Command::Engine(args) => {
+            run(&args.common, engine::start(&args), |r| {
+                println!("grpc listening on http://{}", r.grpc_addr);
+                println!("metrics listening on http://{}", r.metrics_addr);
+                tracing::info!(grpc = %r.grpc_addr, metrics = %r.metrics_addr, redis = %args.redis, "engine serving");
+            })
+            .await
+        }
+        Command::Gateway(args) => {
+            run(&args.common, gateway::start(&args), |r| {
+                println!("listening on http://{}", r.addr);
+                tracing::info!(addr = %r.addr, engines = ?args.engine, "gateway serving");
+            })
+            .await
+        }
+        Command::Feed(args) => {
+            run(&args.common, feed::start(&args), |r| {
+                println!("publishing to {}", args.redis);
+                if let Some(addr) = r.metrics_addr {
+                    println!("metrics listening on http://{addr}");
                 }
-            };
-            // A stable line on stdout for scripts and tests; logs go to stderr.
-            println!("listening on http://{}", running.addr);
-            tracing::info!(addr = %running.addr, feed = !args.no_feed, "tickstream serving");
-            wait_for_signal().await;
-            tracing::info!("shutting down");
-            running.shutdown();
-            match running.wait().await {
-                Ok(()) => {
-                    tracing::info!("stopped");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "server failed");
-                    ExitCode::FAILURE
-                }
+                tracing::info!(redis = %args.redis, tickers = args.sim.tickers, rate = args.sim.feed_rate, "feed running");
+            })
+            .await
+        }
+    }
+}
+
+/// Something `main` can stop and wait for.
+trait Stoppable {
+    fn stop(&self);
+    fn wait(self) -> impl Future<Output = io::Result<()>>;
+}
+
+impl Stoppable for serve::Running {
+    fn stop(&self) {
+        self.shutdown();
+    }
+    fn wait(self) -> impl Future<Output = io::Result<()>> {
+        serve::Running::wait(self)
+    }
+}
+
+macro_rules! stoppable_by_handle {
+    ($($t:ty),*) => {$(
+        impl Stoppable for $t {
+            fn stop(&self) {
+                self.handle.shutdown();
             }
+            fn wait(self) -> impl Future<Output = io::Result<()>> {
+                Handle::wait(self.handle)
+            }
+        }
+    )*};
+}
+stoppable_by_handle!(engine::RunningEngine, gateway::RunningGateway, feed::RunningFeed);
+
+/// Starts a role, announces it, waits for SIGINT/SIGTERM, then stops it gracefully.
+async fn run<R: Stoppable>(
+    common: &CommonOpts,
+    start: impl Future<Output = io::Result<R>>,
+    announce: impl FnOnce(&R),
+) -> ExitCode {
+    logging::init(match common.log_format {
+        LogFormat::Text => logging::LogFormat::Text,
+        LogFormat::Json => logging::LogFormat::Json,
+    });
+    let running = match start.await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tickstream: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    announce(&running);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.stop();
+    match running.wait().await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::FAILURE
         }
     }
 }

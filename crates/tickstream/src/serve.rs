@@ -1,24 +1,21 @@
-//! The all-in-one role: broker, engine, feed and gateway in one process.
+//! The all-in-one role: broker, engine, feed and gateway in one process. The broker is
+//! in-process unless `--redis` is given; then prices and sessions go through Redis, so several
+//! `serve` nodes behind a load balancer share them.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tickstream_broker::InMemoryBroker;
+use tickstream_broker::{Broker, InMemoryBroker, RedisBroker, RedisConfig, SessionStore};
 use tickstream_engine::{Engine, EngineConfig};
 use tickstream_feed::{FeedConfig, SimulatedFeed};
-use tickstream_gateway::{Gateway, GatewayConfig};
+use tickstream_gateway::Gateway;
 use tickstream_telemetry::Metrics;
-use tokio::net::{TcpListener, TcpSocket};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cli::ServeArgs;
-
-/// Listen backlog; the kernel caps it at `somaxconn` (4096 here). A connection storm (a load
-/// test's ramp, every client reconnecting after a restart) needs more than tokio's 1024.
-const BACKLOG: u32 = 4096;
+use crate::cli::{ServeArgs, SessionOpts};
+use crate::node::{Handle, bind, gateway_config, invalid};
 
 /// A running `serve` node.
 #[derive(Debug)]
@@ -27,15 +24,14 @@ pub struct Running {
     pub addr: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub engine: Engine,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
+    handle: Handle,
 }
 
 impl Running {
     /// Starts the graceful shutdown: stop accepting, close every WebSocket with 1001, end every
     /// session, stop the feed and the sweeper.
     pub fn shutdown(&self) {
-        self.shutdown.cancel();
+        self.handle.shutdown();
     }
 
     /// Waits until the node has stopped and released everything.
@@ -43,8 +39,20 @@ impl Running {
     /// # Errors
     /// Only if the serving task panicked.
     pub async fn wait(self) -> io::Result<()> {
-        self.task.await.map_err(io::Error::other)
+        self.handle.wait().await
     }
+}
+
+pub(crate) fn engine_config(opts: &SessionOpts) -> EngineConfig {
+    EngineConfig {
+        session_ttl: opts.session_ttl,
+        max_tickers_per_session: opts.max_tickers_per_session,
+        max_sessions: opts.max_sessions,
+    }
+}
+
+pub(crate) fn redis_config(url: &str, max_symbols: usize) -> RedisConfig {
+    RedisConfig { max_symbols, ..RedisConfig::new(url) }
 }
 
 /// Binds and starts a `serve` node.
@@ -52,28 +60,43 @@ impl Running {
 /// # Errors
 /// Invalid settings ([`ServeArgs::validate`]), or a listen address that cannot be bound.
 pub async fn start(args: &ServeArgs) -> io::Result<Running> {
-    args.validate().map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?;
+    args.validate().map_err(invalid)?;
     let metrics = Metrics::new();
-    let broker = Arc::new(InMemoryBroker::new(args.max_symbols, Arc::clone(&metrics)));
-    let engine = Engine::new(
-        EngineConfig {
-            session_ttl: args.session_ttl,
-            max_tickers_per_session: args.max_tickers_per_session,
-            max_sessions: args.max_sessions,
-        },
-        broker.clone(),
-        Arc::clone(&metrics),
-    );
-    let listener = bind(args.listen)?;
-    let addr = listener.local_addr()?;
-
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
+    let (broker, engine): (Arc<dyn Broker>, Engine) = match &args.redis {
+        None => {
+            let broker = Arc::new(InMemoryBroker::new(args.sessions.max_symbols, Arc::clone(&metrics)));
+            let engine = Engine::new(engine_config(&args.sessions), broker.clone(), Arc::clone(&metrics));
+            (broker, engine)
+        }
+        Some(url) => {
+            let redis = RedisBroker::start(
+                redis_config(url, args.sessions.max_symbols),
+                Arc::clone(&metrics),
+                &background,
+                shutdown.clone(),
+            )
+            .map_err(|e| invalid(e.to_string()))?;
+            let broker: Arc<dyn Broker> = Arc::new(redis.clone());
+            let store: Arc<dyn SessionStore> = Arc::new(redis);
+            let engine = Engine::with_store(
+                engine_config(&args.sessions),
+                broker.clone(),
+                store,
+                Arc::clone(&metrics),
+            );
+            (broker, engine)
+        }
+    };
+    let listener = bind(args.edge.listen, args.edge.reuse_port)?;
+    let addr = listener.local_addr()?;
+
     engine.spawn_sweeper(&background, shutdown.clone());
     if !args.no_feed {
         let feed = SimulatedFeed::new(&FeedConfig {
-            tickers: args.tickers,
-            rate: args.feed_rate,
+            tickers: args.sim.tickers,
+            rate: args.sim.feed_rate,
             seed: rand::random(),
         });
         feed.spawn(broker, &metrics, &background, shutdown.clone());
@@ -81,16 +104,7 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
     let gateway = Gateway::new(
         Arc::new(engine.clone()),
         Arc::clone(&metrics),
-        GatewayConfig {
-            heartbeat_interval: args.heartbeat_interval,
-            heartbeat_timeout: args.heartbeat_timeout,
-            write_timeout: args.write_timeout,
-            shutdown_timeout: args.shutdown_timeout,
-            max_connections: args.max_connections,
-            max_http_connections: args.max_http_connections,
-            http_header_timeout: args.http_header_timeout,
-            ..GatewayConfig::default()
-        },
+        gateway_config(&args.edge, &args.common),
         shutdown.clone(),
     );
     let task = {
@@ -102,13 +116,5 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
             engine.shutdown();
         })
     };
-    Ok(Running { addr, metrics, engine, shutdown, task })
-}
-
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    // Restart on the same port while old connections sit in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+    Ok(Running { addr, metrics, engine, handle: Handle::new(shutdown, task) })
 }

@@ -1,0 +1,93 @@
+//! The engine role: sessions and fan-out over gRPC, prices and session records through Redis.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tickstream_broker::{Broker, RedisBroker, SessionStore};
+use tickstream_engine::Engine;
+use tickstream_rpc::GrpcServerConfig;
+use tickstream_telemetry::Metrics;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::EngineArgs;
+use crate::node::{Handle, bind, invalid, spawn_metrics_server};
+use crate::serve::{engine_config, redis_config};
+
+/// A running engine.
+#[derive(Debug)]
+pub struct RunningEngine {
+    pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub engine: Engine,
+    pub handle: Handle,
+}
+
+/// Binds and starts an engine.
+///
+/// # Errors
+/// Invalid settings, or an address that cannot be bound.
+pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
+    args.validate().map_err(invalid)?;
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let background = TaskTracker::new();
+    let redis = RedisBroker::start(
+        redis_config(&args.redis, args.sessions.max_symbols),
+        Arc::clone(&metrics),
+        &background,
+        shutdown.clone(),
+    )
+    .map_err(|e| invalid(e.to_string()))?;
+    let broker: Arc<dyn Broker> = Arc::new(redis.clone());
+    let store: Arc<dyn SessionStore> = Arc::new(redis);
+    let engine = Engine::with_store(engine_config(&args.sessions), broker, store, Arc::clone(&metrics));
+    engine.spawn_sweeper(&background, shutdown.clone());
+
+    let grpc = bind(args.grpc_listen, false)?;
+    let grpc_addr = grpc.local_addr()?;
+    let http = bind(args.metrics_listen, false)?;
+    let metrics_addr = http.local_addr()?;
+    let metrics_server = spawn_metrics_server(http, Arc::clone(&metrics), shutdown.clone());
+
+    let config =
+        GrpcServerConfig { max_concurrent_streams: args.grpc_max_streams, ..GrpcServerConfig::default() };
+    let grace = args.common.shutdown_timeout;
+    let task = {
+        let engine = engine.clone();
+        let metrics = Arc::clone(&metrics);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            // On shutdown, end every local session first: each stream sends `closed` (shutting
+            // down) and ends, and gateways move them to another engine; the sessions' records
+            // stay in Redis for that. Then the server drains, within the grace period.
+            let stop = {
+                let engine = engine.clone();
+                let shutdown = shutdown.clone();
+                async move {
+                    shutdown.cancelled().await;
+                    engine.shutdown();
+                }
+            };
+            let server = tickstream_rpc::serve(Arc::new(engine.clone()), metrics, grpc, &config, stop);
+            tokio::pin!(server);
+            let outcome = tokio::select! {
+                r = &mut server => Some(r),
+                () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => None,
+            };
+            match outcome {
+                Some(Err(e)) => tracing::error!(error = %e, "gRPC server failed"),
+                None => tracing::warn!("gRPC streams still open after the shutdown timeout; dropping them"),
+                Some(Ok(())) => {}
+            }
+            shutdown.cancel();
+            background.close();
+            background.wait().await;
+            engine.shutdown();
+            let _ = metrics_server.await;
+        })
+    };
+    Ok(RunningEngine { grpc_addr, metrics_addr, metrics, engine, handle: Handle::new(shutdown, task) })
+}

@@ -1,0 +1,68 @@
+//! The feed role: simulated prices published into Redis, where every node picks them up.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tickstream_broker::{Broker, RedisBroker};
+use tickstream_feed::{FeedConfig, SimulatedFeed};
+use tickstream_telemetry::Metrics;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::FeedArgs;
+use crate::node::{Handle, bind, invalid, spawn_metrics_server};
+use crate::serve::redis_config;
+
+/// A running feed.
+#[derive(Debug)]
+pub struct RunningFeed {
+    pub metrics_addr: Option<SocketAddr>,
+    pub metrics: Arc<Metrics>,
+    pub handle: Handle,
+}
+
+/// Starts publishing.
+///
+/// # Errors
+/// Invalid settings, or a metrics address that cannot be bound.
+pub async fn start(args: &FeedArgs) -> io::Result<RunningFeed> {
+    args.validate().map_err(invalid)?;
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let background = TaskTracker::new();
+    let redis = RedisBroker::start(
+        redis_config(&args.redis, args.sim.tickers.max(1)),
+        Arc::clone(&metrics),
+        &background,
+        shutdown.clone(),
+    )
+    .map_err(|e| invalid(e.to_string()))?;
+    let broker: Arc<dyn Broker> = Arc::new(redis);
+    let feed = SimulatedFeed::new(&FeedConfig {
+        tickers: args.sim.tickers,
+        rate: args.sim.feed_rate,
+        seed: rand::random(),
+    });
+    feed.spawn(broker, &metrics, &background, shutdown.clone());
+    let (metrics_addr, metrics_server) = match args.metrics_listen {
+        Some(addr) => {
+            let listener = bind(addr, false)?;
+            let addr = listener.local_addr()?;
+            (Some(addr), Some(spawn_metrics_server(listener, Arc::clone(&metrics), shutdown.clone())))
+        }
+        None => (None, None),
+    };
+    let task = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            background.close();
+            background.wait().await;
+            if let Some(server) = metrics_server {
+                let _ = server.await;
+            }
+        })
+    };
+    Ok(RunningFeed { metrics_addr, metrics, handle: Handle::new(shutdown, task) })
+}

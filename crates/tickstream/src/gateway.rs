@@ -1,0 +1,59 @@
+//! The gateway role: the REST + WebSocket API of `serve`, backed by remote engines over gRPC.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tickstream_gateway::Gateway;
+use tickstream_rpc::{RemoteConfig, RemoteEngine};
+use tickstream_telemetry::Metrics;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::GatewayArgs;
+use crate::node::{Handle, bind, gateway_config, invalid};
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub handle: Handle,
+}
+
+/// Binds and starts a gateway. Engines need not be up yet: `/healthz` says 503 `no_engine`
+/// until one answers.
+///
+/// # Errors
+/// Invalid settings, or an address that cannot be bound.
+pub async fn start(args: &GatewayArgs) -> io::Result<RunningGateway> {
+    args.validate().map_err(invalid)?;
+    let metrics = Metrics::new();
+    let shutdown = CancellationToken::new();
+    let background = TaskTracker::new();
+    let remote = RemoteEngine::new(
+        RemoteConfig {
+            connections_per_engine: args.engine_connections,
+            call_timeout: args.engine_timeout,
+            failover_timeout: args.failover_timeout,
+            ..RemoteConfig::new(args.engine.clone())
+        },
+        Arc::clone(&metrics),
+    )
+    .map_err(invalid)?;
+    remote.start_prober(&background, shutdown.clone()).await;
+    let listener = bind(args.edge.listen, args.edge.reuse_port)?;
+    let addr = listener.local_addr()?;
+    let gateway = Gateway::new(
+        Arc::new(remote),
+        Arc::clone(&metrics),
+        gateway_config(&args.edge, &args.common),
+        shutdown.clone(),
+    );
+    let task = tokio::spawn(async move {
+        gateway.serve(listener).await;
+        background.close();
+        background.wait().await;
+    });
+    Ok(RunningGateway { addr, metrics, handle: Handle::new(shutdown, task) })
+}
