@@ -369,6 +369,10 @@ impl MonitoringService for Engine {
         self.change_tickers(id, add, remove).await
     }
 
+    async fn tickers(&self, limit: usize) -> Result<Vec<Ticker>, ServiceError> {
+        Ok(self.inner.broker.symbols(limit).await)
+    }
+
     async fn publish(&self, ticks: Vec<Tick>) -> Result<(), ServiceError> {
         self.inner.broker.publish(ticks).await.map_err(|e| match e {
             BrokerError::SymbolLimit { max } => ServiceError::SymbolLimit { max },

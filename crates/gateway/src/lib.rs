@@ -63,6 +63,8 @@ pub struct GatewayConfig {
     /// Largest `POST /api/v1/prices` body, and most prices in one request.
     pub prices_body_limit: usize,
     pub max_prices_per_request: usize,
+    /// Most tickers listed by `GET /api/v1/tickers` (the cache may hold 100,000).
+    pub max_tickers_listed: usize,
 }
 
 impl Default for GatewayConfig {
@@ -83,6 +85,7 @@ impl Default for GatewayConfig {
             session_body_limit: 64 * 1024,
             prices_body_limit: 1024 * 1024,
             max_prices_per_request: 10_000,
+            max_tickers_listed: 10_000,
         }
     }
 }
@@ -156,6 +159,7 @@ impl<S: MonitoringService> Gateway<S> {
                 "/api/v1/prices",
                 post(rest::publish_prices::<S>).layer(DefaultBodyLimit::max(cfg.prices_body_limit)),
             )
+            .route("/api/v1/tickers", get(rest::list_tickers::<S>))
             .route("/ws", get(rest::ws_upgrade::<S>))
             .route("/healthz", get(rest::healthz::<S>))
             .route("/metrics", get(rest::metrics::<S>))

@@ -366,3 +366,17 @@ async fn max_rate_hz_caps_messages_per_second() {
     assert!(f64::from(messages) <= secs * 5.0 + 1.5, "{messages} messages in {secs:.2} s");
     assert!(messages >= 3, "conflated, not starved: {messages}");
 }
+
+#[tokio::test]
+async fn tickers_lists_the_symbols_that_have_a_price_sorted() {
+    let s = server(&[]).await;
+    let (status, body) = s.get("/api/v1/tickers").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"tickers": [], "truncated": false}), "a --no-feed node knows no prices yet");
+    s.publish(&[("MSFT", 420.5), ("AAPL", 189.25), ("BRK.B", 410.0)]).await;
+    let (status, body) = s.get("/api/v1/tickers").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"tickers": ["AAPL", "BRK.B", "MSFT"], "truncated": false}));
+    let r = s.http.post(s.url("/api/v1/tickers")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
