@@ -5,7 +5,8 @@
 //! - [`connection`]: one task per WebSocket (reader, single writer, heartbeats);
 //! - [`protocol`]: the WebSocket JSON messages, as pure functions;
 //! - [`upgrade`]: the WebSocket opening handshake;
-//! - [`close`]: typed close codes; [`error`]: the HTTP error shape.
+//! - [`close`]: typed close codes; [`error`]: the HTTP error shape;
+//! - [`web`]: the price board page at `GET /`, the reference browser client.
 //!
 //! The gateway reaches the engine only through [`MonitoringService`], so the same code serves an
 //! in-process engine or a remote one.
@@ -30,6 +31,7 @@ pub mod protocol;
 pub mod rest;
 mod server;
 pub mod upgrade;
+pub mod web;
 
 /// Gateway limits and timings. Defaults are the documented ones (README "Configuration").
 #[derive(Debug, Clone)]
@@ -150,6 +152,7 @@ impl<S: MonitoringService> Gateway<S> {
     pub fn router(&self) -> Router {
         let cfg = &self.state.config;
         Router::new()
+            .route("/", get(web::index))
             .route(
                 "/api/v1/sessions",
                 post(rest::create_session::<S>).layer(DefaultBodyLimit::max(cfg.session_body_limit)),
