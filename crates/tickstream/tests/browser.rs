@@ -1,7 +1,8 @@
 //! The price board at `GET /` in a real headless Chromium, against the real binary: prices
 //! reach the table, tickers are added with the keyboard and removed with a click over the open
-//! socket, a deleted session is replaced, and a killed and restarted server is survived without
-//! a reload. Needs `chromium` and `chromedriver` (`.ci/run` installs them); fails without them.
+//! socket, a deleted session is replaced, and a server killed (SIGKILL) or stopped (SIGTERM,
+//! 1001) and restarted is survived without a reload. Needs `chromium` and `chromedriver`
+//! (`.ci/run` installs them); fails without them.
 //!
 //! Every wait polls the DOM with a deadline; nothing sleeps for a fixed time.
 
@@ -40,6 +41,13 @@ impl Node {
     fn kill(mut self) {
         self.child.kill().expect("kill");
         self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM: the graceful stop, which closes every WebSocket with 1001.
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        assert!(self.child.wait().expect("reaped").success());
     }
 
     fn url(&self, path: &str) -> String {
@@ -107,12 +115,25 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
 
     // The snapshot, then a live update with its direction and change since the start.
     wait_live(&browser).await;
+    // The backoff policy itself: full jitter under a doubling ceiling, capped at 15 s.
+    let ceilings = browser
+        .exec(
+            "const top = () => 0.999999; \
+             return [0, 1, 2, 5, 60].map(a => [nextDelay(a, BACKOFF, top), nextDelay(a, BACKOFF, () => 0)])",
+            json!([]),
+        )
+        .await;
+    assert_eq!(ceilings, json!([[499, 0], [999, 0], [1999, 0], [14999, 0], [14999, 0]]));
     wait_price(&browser, "AAPL", "100.00").await;
     wait_price(&browser, "MSFT", "200.00").await;
     node.publish(&http, &[("AAPL", 101.5)]).await;
     wait_price(&browser, "AAPL", "101.50").await;
     let change = browser
-        .exec("const c = document.querySelector(\"tr[data-ticker='AAPL'] td.change\"); return [c.className, c.textContent]", json!([]))
+        .exec(
+            "const c = document.querySelector(\"tr[data-ticker='AAPL'] td.change\"); \
+             return [c.className, c.textContent]",
+            json!([]),
+        )
         .await;
     assert!(change[0].as_str().unwrap().contains("up"), "{change}");
     assert!(change[1].as_str().unwrap().contains("+1.50"), "{change}");
@@ -194,7 +215,54 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
     assert_eq!(node.session_tickers(&http, &third).await, json!(["AAPL", "NVDA"]));
     node.publish(&http, &[("NVDA", 49.0)]).await;
     wait_price(&browser, "NVDA", "49.00").await;
+
+    // A graceful stop closes with 1001 ("reconnect soon"): the page comes back the same way.
+    browser.exec("window.__states = []", json!([])).await;
+    node.terminate();
+    browser
+        .wait_for(
+            "reconnecting after 1001",
+            WAIT,
+            "return window.__states.includes('reconnecting')",
+            json!([]),
+        )
+        .await;
+    let node = Node::start(&listen, &["--no-feed"]);
+    node.publish(&http, &[("AAPL", 104.0)]).await;
+    wait_live(&browser).await;
+    wait_price(&browser, "AAPL", "104.00").await;
     assert_eq!(browser.exec("return window.__marker", json!([])).await, "no reload");
 
+    browser.quit().await;
+}
+
+/// Regenerates `docs/price-board.png`: the page under the simulated feed's load. Not part of
+/// the suite (it sleeps to let sparklines fill, and writes into the repository):
+/// `TICKSTREAM_URL=http://127.0.0.1:8080 cargo nextest run -p tickstream --test browser
+/// --run-ignored only` against `cargo run --release -- serve`, or without `TICKSTREAM_URL` to
+/// start a debug `serve` with the feed.
+#[tokio::test]
+#[ignore = "writes docs/price-board.png; run by hand"]
+async fn screenshot_under_load() {
+    let node;
+    let base = match std::env::var("TICKSTREAM_URL") {
+        Ok(url) => url,
+        Err(_) => {
+            node = Node::start("127.0.0.1:0", &[]);
+            format!("http://{}", node.addr)
+        }
+    };
+    let browser = Browser::start().await;
+    let tickers = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,BRK.B,AVGO,LLY,V";
+    browser.goto(&format!("{base}/?tickers={tickers}")).await;
+    let all_priced = "return [...document.querySelectorAll('#rows td.price')] \
+                      .every(td => !td.classList.contains('waiting'))";
+    browser.wait_for("every row priced", WAIT, all_priced, json!([])).await;
+    // Long enough for sparklines to fill and the latency window to have thousands of samples.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let png = browser.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/price-board.png");
+    std::fs::write(path, png).expect("write the screenshot");
     browser.quit().await;
 }
