@@ -1,8 +1,8 @@
 //! The price board at `GET /` in a real headless Chromium, against the real binary: prices
 //! reach the table, tickers are added with the keyboard and removed with a click over the open
-//! socket, a deleted session is replaced, and a server killed (SIGKILL) or stopped (SIGTERM,
-//! 1001) and restarted is survived without a reload. Needs `chromium` and `chromedriver`
-//! (`.ci/run` installs them); fails without them.
+//! socket, a deleted session is replaced, a server killed (SIGKILL) or stopped (SIGTERM, 1001)
+//! and restarted is survived without a reload, and a long-hidden tab stops retrying until it is
+//! shown. Needs `chromium` and `chromedriver` (`.ci/run` installs them); fails without them.
 //!
 //! Every wait polls the DOM with a deadline; nothing sleeps for a fixed time.
 
@@ -231,6 +231,25 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
     node.publish(&http, &[("AAPL", 104.0)]).await;
     wait_live(&browser).await;
     wait_price(&browser, "AAPL", "104.00").await;
+
+    // A tab hidden for long stops retrying, and resumes when shown. Headless Chromium is never
+    // hidden, so the page is told so the way the browser would (`document.hidden` and the event),
+    // five minutes ago.
+    let visibility = "const hidden = arguments[0]; \
+                      Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden }); \
+                      document.dispatchEvent(new Event('visibilitychange')); \
+                      if (hidden) stream.hiddenSince = Date.now() - 6 * 60 * 1000; \
+                      window.__states = []";
+    browser.exec(visibility, json!([true])).await;
+    node.kill();
+    browser.wait_for("paused", WAIT, "return window.__states.includes('paused')", json!([])).await;
+    let node = Node::start(&listen, &["--no-feed"]);
+    node.publish(&http, &[("AAPL", 105.0)]).await;
+    let states = browser.exec("return [window.__states, stream.timer]", json!([])).await;
+    assert_eq!(states, json!([["paused"], null]), "a long-hidden tab must not retry");
+    browser.exec(visibility, json!([false])).await;
+    wait_live(&browser).await;
+    wait_price(&browser, "AAPL", "105.00").await;
     assert_eq!(browser.exec("return window.__marker", json!([])).await, "no reload");
 
     browser.quit().await;
