@@ -100,6 +100,10 @@ pub trait MonitoringService: Send + Sync + 'static {
         remove: Vec<Ticker>,
     ) -> impl Future<Output = Result<Vec<Ticker>, ServiceError>> + Send;
 
+    /// The first `limit` tickers that have a price, in alphabetical order: what a client can offer
+    /// to watch (`GET /api/v1/tickers`). Any valid symbol may still be watched.
+    fn tickers(&self, limit: usize) -> impl Future<Output = Result<Vec<Ticker>, ServiceError>> + Send;
+
     /// Publishes prices through the broker, exactly as a feed does.
     fn publish(&self, ticks: Vec<Tick>) -> impl Future<Output = Result<(), ServiceError>> + Send;
 

@@ -63,4 +63,9 @@ pub trait Broker: Send + Sync + 'static {
 
     /// The latest tick of each ticker that has one (the last-value cache).
     fn last_values(&self, tickers: &[Ticker]) -> BoxFuture<'_, Vec<SharedTick>>;
+
+    /// The first `limit` tickers of the last-value cache in alphabetical order: the symbols this
+    /// deployment has a price for, so a client can offer them. The cache holds up to the symbol
+    /// limit (100,000 by default), hence the bound.
+    fn symbols(&self, limit: usize) -> BoxFuture<'_, Vec<Ticker>>;
 }

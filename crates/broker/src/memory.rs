@@ -112,6 +112,20 @@ impl Broker for InMemoryBroker {
         let values = tickers.iter().filter_map(|t| last.get(t).cloned()).collect();
         Box::pin(std::future::ready(values))
     }
+
+    fn symbols(&self, limit: usize) -> BoxFuture<'_, Vec<Ticker>> {
+        // Copy the keys out (16 bytes each) so the sort runs without the cache lock.
+        let mut all: Vec<Ticker> = self.last.read().keys().copied().collect();
+        // Alphabetical, as a person searches; `Ticker`'s own `Ord` puts shorter symbols first.
+        let by_name = |a: &Ticker, b: &Ticker| a.as_str().cmp(b.as_str());
+        if all.len() > limit {
+            // Linear-time partition first: only the kept prefix is sorted.
+            all.select_nth_unstable_by(limit, by_name);
+            all.truncate(limit);
+        }
+        all.sort_unstable_by(by_name);
+        Box::pin(std::future::ready(all))
+    }
 }
 
 #[cfg(test)]
@@ -167,5 +181,18 @@ mod tests {
         assert_eq!(err, BrokerError::SymbolLimit { max: 2 });
         let lv = block(b.last_values(&[Ticker::parse("A").unwrap()]));
         assert_eq!(lv[0].price(), 2.0, "rejected batch must not be applied");
+    }
+
+    #[test]
+    fn symbols_are_the_sorted_prefix_of_the_cache_within_the_limit() {
+        let b = InMemoryBroker::new(100, Metrics::new());
+        assert!(block(b.symbols(10)).is_empty());
+        let names = ["MSFT", "A", "NVDA", "AAPL", "AA", "BRK.B", "Z9"];
+        block(b.publish(names.iter().map(|n| tick(n, 1.0)).collect())).unwrap();
+        let all: Vec<String> = block(b.symbols(100)).iter().map(|t| t.to_string()).collect();
+        assert_eq!(all, ["A", "AA", "AAPL", "BRK.B", "MSFT", "NVDA", "Z9"]);
+        let first: Vec<String> = block(b.symbols(3)).iter().map(|t| t.to_string()).collect();
+        assert_eq!(first, ["A", "AA", "AAPL"], "the bound keeps the smallest, not arbitrary ones");
+        assert!(block(b.symbols(0)).is_empty());
     }
 }

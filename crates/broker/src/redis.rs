@@ -281,7 +281,46 @@ impl Broker for RedisBroker {
             }
         })
     }
+
+    fn symbols(&self, limit: usize) -> BoxFuture<'_, Vec<Ticker>> {
+        Box::pin(async move {
+            let mut conn = self.conn();
+            let mut all: Vec<Ticker> = Vec::new();
+            let mut cursor: u64 = 0;
+            let mut scanned = 0;
+            // HSCAN in pages rather than HKEYS: one huge reply would stall Redis and this node.
+            loop {
+                let page: Result<(u64, Vec<Vec<u8>>), _> = redis::cmd("HSCAN")
+                    .arg(keys::LAST_VALUES)
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .query_async(&mut conn)
+                    .await;
+                let Ok((next, flat)) = page else { break };
+                // HSCAN returns field, value, field, value…
+                for field in flat.iter().step_by(2) {
+                    if let Some(t) = std::str::from_utf8(field).ok().and_then(|f| Ticker::parse(f).ok()) {
+                        all.push(t);
+                    }
+                }
+                scanned += flat.len() / 2;
+                cursor = next;
+                if cursor == 0 || scanned >= MAX_SYMBOL_SCAN {
+                    break;
+                }
+            }
+            all.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+            all.dedup();
+            all.truncate(limit);
+            all
+        })
+    }
 }
+
+/// Most cache keys one `symbols` call reads (the hash is written by external producers too, so
+/// its size is not ours to bound).
+const MAX_SYMBOL_SCAN: usize = 1_000_000;
 
 impl RedisBroker {
     /// Waits (bounded) until Redis confirmed this node's subscription to every wanted ticker in

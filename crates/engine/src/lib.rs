@@ -501,6 +501,10 @@ impl MonitoringService for Engine {
         Ok(all)
     }
 
+    async fn tickers(&self, limit: usize) -> Result<Vec<Ticker>, ServiceError> {
+        Ok(self.inner.broker.symbols(limit).await)
+    }
+
     async fn publish(&self, ticks: Vec<Tick>) -> Result<(), ServiceError> {
         self.inner.broker.publish(ticks).await.map_err(unavailable)
     }

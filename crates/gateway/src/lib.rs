@@ -5,7 +5,8 @@
 //! - [`connection`]: one task per WebSocket (reader, single writer, heartbeats);
 //! - [`protocol`]: the WebSocket JSON messages, as pure functions;
 //! - [`upgrade`]: the WebSocket opening handshake;
-//! - [`close`]: typed close codes; [`error`]: the HTTP error shape.
+//! - [`close`]: typed close codes; [`error`]: the HTTP error shape;
+//! - [`web`]: the price board page at `GET /`, the reference browser client.
 //!
 //! The gateway reaches the engine only through [`MonitoringService`], so the same code serves an
 //! in-process engine or a remote one.
@@ -30,6 +31,7 @@ pub mod protocol;
 pub mod rest;
 mod server;
 pub mod upgrade;
+pub mod web;
 
 /// Gateway limits and timings. Defaults are the documented ones (README "Configuration").
 #[derive(Debug, Clone)]
@@ -63,6 +65,8 @@ pub struct GatewayConfig {
     /// Largest `POST /api/v1/prices` body, and most prices in one request.
     pub prices_body_limit: usize,
     pub max_prices_per_request: usize,
+    /// Most tickers listed by `GET /api/v1/tickers` (the cache may hold 100,000).
+    pub max_tickers_listed: usize,
 }
 
 impl Default for GatewayConfig {
@@ -83,6 +87,7 @@ impl Default for GatewayConfig {
             session_body_limit: 64 * 1024,
             prices_body_limit: 1024 * 1024,
             max_prices_per_request: 10_000,
+            max_tickers_listed: 10_000,
         }
     }
 }
@@ -147,6 +152,7 @@ impl<S: MonitoringService> Gateway<S> {
     pub fn router(&self) -> Router {
         let cfg = &self.state.config;
         Router::new()
+            .route("/", get(web::index))
             .route(
                 "/api/v1/sessions",
                 post(rest::create_session::<S>).layer(DefaultBodyLimit::max(cfg.session_body_limit)),
@@ -156,6 +162,7 @@ impl<S: MonitoringService> Gateway<S> {
                 "/api/v1/prices",
                 post(rest::publish_prices::<S>).layer(DefaultBodyLimit::max(cfg.prices_body_limit)),
             )
+            .route("/api/v1/tickers", get(rest::list_tickers::<S>))
             .route("/ws", get(rest::ws_upgrade::<S>))
             .route("/healthz", get(rest::healthz::<S>))
             .route("/metrics", get(rest::metrics::<S>))

@@ -131,6 +131,17 @@ pub async fn publish_prices<S: MonitoringService>(
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted }))).into_response())
 }
 
+/// `GET /api/v1/tickers`: the symbols that have a price, sorted, at most `max_tickers_listed`;
+/// `truncated` tells a client that the list is a prefix.
+pub async fn list_tickers<S: MonitoringService>(State(st): State<AppState<S>>) -> Result<Response, ApiError> {
+    let limit = st.config.max_tickers_listed;
+    // One more than the bound tells whether anything was left out.
+    let mut tickers = st.service.tickers(limit.saturating_add(1)).await?;
+    let truncated = tickers.len() > limit;
+    tickers.truncate(limit);
+    Ok(Json(json!({ "tickers": tickers, "truncated": truncated })).into_response())
+}
+
 pub async fn healthz<S: MonitoringService>(State(st): State<AppState<S>>) -> Response {
     if st.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "shutting_down" }))).into_response();
@@ -284,4 +295,46 @@ fn json_body<T: DeserializeOwned>(
         serde_json::error::Category::Data => ApiError::bad_request("invalid_request", e.to_string()),
         _ => ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tickstream_broker::InMemoryBroker;
+    use tickstream_engine::{Engine, EngineConfig};
+    use tickstream_telemetry::Metrics;
+    use tokio::sync::Semaphore;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    use super::*;
+    use crate::GatewayConfig;
+
+    #[tokio::test]
+    async fn ticker_list_is_bounded_and_says_when_it_was_cut() {
+        let metrics = Metrics::new();
+        let broker = Arc::new(InMemoryBroker::new(100, metrics.clone()));
+        let engine = Engine::new(EngineConfig::default(), broker, metrics.clone());
+        let ticks = ["C", "A", "B"].map(|t| Tick::new(Ticker::parse(t).unwrap(), 1.0, 1).unwrap());
+        engine.publish(ticks.to_vec()).await.unwrap();
+        let list = |max_tickers_listed| {
+            let st = AppState {
+                service: Arc::new(engine.clone()),
+                metrics: metrics.clone(),
+                config: Arc::new(GatewayConfig { max_tickers_listed, ..GatewayConfig::default() }),
+                shutdown: CancellationToken::new(),
+                tracker: TaskTracker::new(),
+                permits: Arc::new(Semaphore::new(1)),
+            };
+            async move {
+                let response = list_tickers(State(st)).await.unwrap();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+                serde_json::from_slice::<Value>(&body).unwrap()
+            }
+        };
+        assert_eq!(list(2).await, json!({"tickers": ["A", "B"], "truncated": true}));
+        assert_eq!(list(3).await, json!({"tickers": ["A", "B", "C"], "truncated": false}));
+        assert_eq!(list(0).await, json!({"tickers": [], "truncated": true}));
+    }
 }

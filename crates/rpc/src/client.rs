@@ -507,6 +507,20 @@ impl MonitoringService for RemoteEngine {
             .collect()
     }
 
+    async fn tickers(&self, limit: usize) -> Result<Vec<Ticker>, ServiceError> {
+        let msg = pb::ListTickersRequest { limit: u32::try_from(limit).unwrap_or(u32::MAX) };
+        let timeout = self.inner.config.call_timeout;
+        let key = rand::rng().random();
+        let resp =
+            self.inner
+                .call(self.inner.order_any(), key, |mut c| async move {
+                    c.list_tickers(request(msg, timeout)).await
+                })
+                .await?;
+        // The engine is trusted to be bounded, but not to be well-formed.
+        Ok(resp.tickers.iter().filter_map(|t| Ticker::parse(t).ok()).take(limit).collect())
+    }
+
     async fn publish(&self, ticks: Vec<Tick>) -> Result<(), ServiceError> {
         let msg = pb::PublishPricesRequest { prices: ticks.iter().map(price_out).collect() };
         let timeout = self.inner.config.call_timeout;

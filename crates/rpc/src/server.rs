@@ -148,6 +148,14 @@ impl<S: MonitoringService> RealTimePriceMonitoringService for EngineService<S> {
         Ok(Response::new(pb::PublishPricesResponse { accepted }))
     }
 
+    async fn list_tickers(
+        &self,
+        req: Request<pb::ListTickersRequest>,
+    ) -> Result<Response<pb::ListTickersResponse>, Status> {
+        let all = self.service.tickers(req.get_ref().limit as usize).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListTickersResponse { tickers: tickers_out(&all) }))
+    }
+
     async fn ping(&self, _req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
         if self.service.ready() {
             Ok(Response::new(pb::PingResponse {}))

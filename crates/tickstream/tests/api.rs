@@ -366,3 +366,42 @@ async fn max_rate_hz_caps_messages_per_second() {
     assert!(f64::from(messages) <= secs * 5.0 + 1.5, "{messages} messages in {secs:.2} s");
     assert!(messages >= 3, "conflated, not starved: {messages}");
 }
+
+#[tokio::test]
+async fn tickers_lists_the_symbols_that_have_a_price_sorted() {
+    let s = server(&[]).await;
+    let (status, body) = s.get("/api/v1/tickers").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"tickers": [], "truncated": false}), "a --no-feed node knows no prices yet");
+    s.publish(&[("MSFT", 420.5), ("AAPL", 189.25), ("BRK.B", 410.0)]).await;
+    let (status, body) = s.get("/api/v1/tickers").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, json!({"tickers": ["AAPL", "BRK.B", "MSFT"], "truncated": false}));
+    let r = s.http.post(s.url("/api/v1/tickers")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn the_price_board_is_served_at_root_self_contained() {
+    let s = server(&[]).await;
+    let r = s.http.get(s.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let header = |name: &str| r.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    assert_eq!(header("content-type"), "text/html; charset=utf-8");
+    let csp = header("content-security-policy");
+    assert!(csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"), "{csp}");
+    let page = r.text().await.unwrap();
+    assert!(page.starts_with("<!doctype html>"), "{}", &page[..40]);
+    // Works offline: nothing is fetched from elsewhere, and no file besides the page itself.
+    for external in ["http://", "https://", "//cdn", " src=", "<link rel=\"stylesheet\""] {
+        assert!(!page.contains(external), "the page references {external:?}");
+    }
+    // It speaks the documented API.
+    for route in ["/api/v1/sessions", "/api/v1/tickers", "/ws?session_id="] {
+        assert!(page.contains(route), "the page does not use {route}");
+    }
+    let r = s.http.head(s.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = s.http.post(s.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+}

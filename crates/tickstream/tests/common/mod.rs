@@ -2,6 +2,8 @@
 //! WebSocket client. Gauges are read by scraping `/metrics`, as an operator would.
 #![allow(dead_code)]
 
+pub mod webdriver;
+
 use std::time::Duration;
 
 use clap::Parser;

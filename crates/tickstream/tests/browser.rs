@@ -1,0 +1,287 @@
+//! The price board at `GET /` in a real headless Chromium, against the real binary: prices
+//! reach the table, tickers are added with the keyboard and removed with a click over the open
+//! socket, a deleted session is replaced, a server killed (SIGKILL) or stopped (SIGTERM, 1001)
+//! and restarted is survived without a reload, and a long-hidden tab stops retrying until it is
+//! shown. Needs `chromium` and `chromedriver` (`.ci/run` installs them); fails without them.
+//!
+//! Every wait polls the DOM with a deadline; nothing sleeps for a fixed time.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::webdriver::Browser;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// The real binary, so the test can kill it the hard way (SIGKILL: no close frames).
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Node {
+    fn start(listen: &str, extra: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tickstream"))
+            .args(["serve", "--listen", listen])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("binary starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+        let addr = line.trim().strip_prefix("listening on http://").expect("listening line").to_owned();
+        Node { child, addr }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM: the graceful stop, which closes every WebSocket with 1001.
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+        assert!(self.child.wait().expect("reaped").success());
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn publish(&self, http: &reqwest::Client, prices: &[(&str, f64)]) {
+        let body: Vec<Value> = prices.iter().map(|(t, p)| json!({"ticker": t, "price": p})).collect();
+        let r = http.post(self.url("/api/v1/prices")).json(&body).send().await.expect("publish");
+        assert_eq!(r.status(), 202);
+    }
+
+    async fn session_tickers(&self, http: &reqwest::Client, id: &str) -> Value {
+        let r = http.get(self.url(&format!("/api/v1/sessions/{id}"))).send().await.expect("get session");
+        r.json::<Value>().await.expect("json")["tickers"].clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SESSION: &str = "return document.getElementById('session').dataset.id";
+
+async fn wait_price(b: &Browser, ticker: &str, want: &str) {
+    b.wait_for(
+        &format!("{ticker} at {want}"),
+        WAIT,
+        "const r = document.querySelector(`tr[data-ticker='${arguments[0]}'] td.price`); \
+         return !!r && r.textContent.trim() === arguments[1]",
+        json!([ticker, want]),
+    )
+    .await;
+}
+
+async fn wait_live(b: &Browser) {
+    let live = "return document.getElementById('state').dataset.state === 'live'";
+    b.wait_for("the live state", WAIT, live, json!([])).await;
+}
+
+async fn session_id(b: &Browser) -> String {
+    b.exec(SESSION, json!([])).await.as_str().expect("session id").to_owned()
+}
+
+#[tokio::test]
+async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
+    let http = reqwest::Client::new();
+    let node = Node::start("127.0.0.1:0", &["--no-feed"]);
+    node.publish(&http, &[("AAPL", 100.0), ("MSFT", 200.0)]).await;
+    let browser = Browser::start().await;
+    browser.goto(&node.url("/?tickers=AAPL,MSFT")).await;
+    // Record every state the page passes through: "reconnecting" may last only milliseconds.
+    browser
+        .exec(
+            "window.__marker = 'no reload'; window.__states = []; \
+             const el = document.getElementById('state'); \
+             new MutationObserver(() => window.__states.push(el.dataset.state)) \
+               .observe(el, { attributes: true, attributeFilter: ['data-state'] });",
+            json!([]),
+        )
+        .await;
+
+    // The snapshot, then a live update with its direction and change since the start.
+    wait_live(&browser).await;
+    // The backoff policy itself: full jitter under a doubling ceiling, capped at 15 s.
+    let ceilings = browser
+        .exec(
+            "const top = () => 0.999999; \
+             return [0, 1, 2, 5, 60].map(a => [nextDelay(a, BACKOFF, top), nextDelay(a, BACKOFF, () => 0)])",
+            json!([]),
+        )
+        .await;
+    assert_eq!(ceilings, json!([[499, 0], [999, 0], [1999, 0], [14999, 0], [14999, 0]]));
+    wait_price(&browser, "AAPL", "100.00").await;
+    wait_price(&browser, "MSFT", "200.00").await;
+    node.publish(&http, &[("AAPL", 101.5)]).await;
+    wait_price(&browser, "AAPL", "101.50").await;
+    let change = browser
+        .exec(
+            "const c = document.querySelector(\"tr[data-ticker='AAPL'] td.change\"); \
+             return [c.className, c.textContent]",
+            json!([]),
+        )
+        .await;
+    assert!(change[0].as_str().unwrap().contains("up"), "{change}");
+    assert!(change[1].as_str().unwrap().contains("+1.50"), "{change}");
+    browser
+        .wait_for(
+            "a latency figure",
+            WAIT,
+            "return /\\d+ ms \\/ \\d+ ms/.test(document.getElementById('latency').textContent)",
+            json!([]),
+        )
+        .await;
+
+    // Add a ticker with the keyboard (lower case, Enter submits): the open socket subscribes.
+    let first = session_id(&browser).await;
+    browser.type_into("#ticker-input", "nvda\u{E007}").await;
+    browser
+        .wait_for(
+            "the NVDA row",
+            WAIT,
+            "return !!document.querySelector(\"tr[data-ticker='NVDA']\")",
+            json!([]),
+        )
+        .await;
+    node.publish(&http, &[("NVDA", 50.0)]).await;
+    wait_price(&browser, "NVDA", "50.00").await;
+    assert_eq!(node.session_tickers(&http, &first).await, json!(["AAPL", "MSFT", "NVDA"]));
+
+    // Remove one: the row goes and the server's session forgets it; nothing reconnected.
+    browser.click("button[aria-label='Remove MSFT']").await;
+    browser
+        .wait_for(
+            "the MSFT row gone",
+            WAIT,
+            "return !document.querySelector(\"tr[data-ticker='MSFT']\")",
+            json!([]),
+        )
+        .await;
+    for _ in 0..100 {
+        if node.session_tickers(&http, &first).await == json!(["AAPL", "NVDA"]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(node.session_tickers(&http, &first).await, json!(["AAPL", "NVDA"]));
+    assert_eq!(session_id(&browser).await, first, "add/remove must not replace the session");
+
+    // DELETE the session: the socket closes with 4404 and the page creates a new one, same tickers.
+    let r = http.delete(node.url(&format!("/api/v1/sessions/{first}"))).send().await.expect("delete");
+    assert_eq!(r.status(), 204);
+    let second = browser
+        .wait_for(
+            "a new session",
+            WAIT,
+            "const id = document.getElementById('session').dataset.id; return id !== arguments[0] ? id : ''",
+            json!([first]),
+        )
+        .await;
+    let second = second.as_str().expect("id").to_owned();
+    wait_live(&browser).await;
+    assert_eq!(node.session_tickers(&http, &second).await, json!(["AAPL", "NVDA"]));
+    node.publish(&http, &[("AAPL", 102.0)]).await;
+    wait_price(&browser, "AAPL", "102.00").await;
+
+    // Kill the server (no close frame) and restart it on the same port: the page shows
+    // "reconnecting", finds its session gone (404) and streams again from a new one.
+    let listen = node.addr.clone();
+    browser.exec("window.__states = []", json!([])).await;
+    node.kill();
+    browser
+        .wait_for("reconnecting", WAIT, "return window.__states.includes('reconnecting')", json!([]))
+        .await;
+    let node = Node::start(&listen, &["--no-feed"]);
+    node.publish(&http, &[("AAPL", 103.0), ("NVDA", 51.0)]).await;
+    wait_live(&browser).await;
+    wait_price(&browser, "AAPL", "103.00").await;
+    wait_price(&browser, "NVDA", "51.00").await;
+    let third = session_id(&browser).await;
+    assert_ne!(third, second);
+    assert_eq!(node.session_tickers(&http, &third).await, json!(["AAPL", "NVDA"]));
+    node.publish(&http, &[("NVDA", 49.0)]).await;
+    wait_price(&browser, "NVDA", "49.00").await;
+
+    // A graceful stop closes with 1001 ("reconnect soon"): the page comes back the same way.
+    browser.exec("window.__states = []", json!([])).await;
+    node.terminate();
+    browser
+        .wait_for(
+            "reconnecting after 1001",
+            WAIT,
+            "return window.__states.includes('reconnecting')",
+            json!([]),
+        )
+        .await;
+    let node = Node::start(&listen, &["--no-feed"]);
+    node.publish(&http, &[("AAPL", 104.0)]).await;
+    wait_live(&browser).await;
+    wait_price(&browser, "AAPL", "104.00").await;
+
+    // A tab hidden for long stops retrying, and resumes when shown. Headless Chromium is never
+    // hidden, so the page is told so the way the browser would (`document.hidden` and the event),
+    // five minutes ago.
+    let visibility = "const hidden = arguments[0]; \
+                      Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden }); \
+                      document.dispatchEvent(new Event('visibilitychange')); \
+                      if (hidden) stream.hiddenSince = Date.now() - 6 * 60 * 1000; \
+                      window.__states = []";
+    browser.exec(visibility, json!([true])).await;
+    node.kill();
+    browser.wait_for("paused", WAIT, "return window.__states.includes('paused')", json!([])).await;
+    let node = Node::start(&listen, &["--no-feed"]);
+    node.publish(&http, &[("AAPL", 105.0)]).await;
+    let states = browser.exec("return [window.__states, stream.timer]", json!([])).await;
+    assert_eq!(states, json!([["paused"], null]), "a long-hidden tab must not retry");
+    browser.exec(visibility, json!([false])).await;
+    wait_live(&browser).await;
+    wait_price(&browser, "AAPL", "105.00").await;
+    assert_eq!(browser.exec("return window.__marker", json!([])).await, "no reload");
+
+    browser.quit().await;
+}
+
+/// Regenerates `docs/price-board.png`: the page under the simulated feed's load. Not part of
+/// the suite (it sleeps to let sparklines fill, and writes into the repository):
+/// `TICKSTREAM_URL=http://127.0.0.1:8080 cargo nextest run -p tickstream --test browser
+/// --run-ignored only` against `cargo run --release -- serve`, or without `TICKSTREAM_URL` to
+/// start a debug `serve` with the feed.
+#[tokio::test]
+#[ignore = "writes docs/price-board.png; run by hand"]
+async fn screenshot_under_load() {
+    let node;
+    let base = match std::env::var("TICKSTREAM_URL") {
+        Ok(url) => url,
+        Err(_) => {
+            node = Node::start("127.0.0.1:0", &[]);
+            format!("http://{}", node.addr)
+        }
+    };
+    let browser = Browser::start().await;
+    let tickers = "AAPL,MSFT,NVDA,AMZN,GOOGL,META,TSLA,JPM,BRK.B,AVGO";
+    browser.goto(&format!("{base}/?tickers={tickers}")).await;
+    let all_priced = "return [...document.querySelectorAll('#rows td.price')] \
+                      .every(td => !td.classList.contains('waiting'))";
+    browser.wait_for("every row priced", WAIT, all_priced, json!([])).await;
+    // Long enough for sparklines to fill and the latency window to have thousands of samples.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let png = browser.screenshot().await;
+    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/price-board.png");
+    std::fs::write(path, png).expect("write the screenshot");
+    browser.quit().await;
+}
