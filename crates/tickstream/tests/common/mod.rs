@@ -2,6 +2,7 @@
 //! WebSocket client. Gauges are read by scraping `/metrics`, as an operator would.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod webdriver;
 
 use std::time::Duration;
