@@ -54,6 +54,11 @@ pub fn channel_for(ticker: Ticker) -> String {
     format!("{}{ticker}", keys::PRICE_CHANNEL_PREFIX)
 }
 
+/// Redis expiries are whole milliseconds, at least 1 (0 is an error).
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 fn session_key(id: SessionId) -> String {
     format!("{}{id}", keys::SESSION_PREFIX)
 }
@@ -244,17 +249,19 @@ impl Broker for RedisBroker {
     fn subscribe(&self, ticker: Ticker) {
         let mut subs = self.shared.subs.lock();
         subs.lingering.remove(&ticker);
-        if subs.wanted.insert(ticker) && !subs.active.contains(&ticker) {
-            self.shared.changed.notify_one();
-        }
+        subs.wanted.insert(ticker);
+        drop(subs);
+        // Always: the task decides what (if anything) to send; `Notify` coalesces wake-ups.
+        self.shared.changed.notify_one();
     }
 
     fn unsubscribe(&self, ticker: Ticker) {
         let mut subs = self.shared.subs.lock();
-        if subs.wanted.remove(&ticker) && subs.active.contains(&ticker) {
+        if subs.wanted.remove(&ticker) {
             subs.lingering.insert(ticker, Instant::now() + self.shared.config.unsubscribe_linger);
-            self.shared.changed.notify_one();
         }
+        drop(subs);
+        self.shared.changed.notify_one();
     }
 
     fn last_values(&self, tickers: &[Ticker]) -> BoxFuture<'_, Vec<SharedTick>> {
@@ -362,6 +369,12 @@ fn parse_tick(ticker: Ticker, payload: &[u8]) -> Option<Tick> {
     Tick::new(ticker, msg.price, msg.ts.unwrap_or_else(now_ms)).ok()
 }
 
+struct Plan {
+    subscribe: Vec<Ticker>,
+    unsubscribe: Vec<Ticker>,
+    next_linger: Option<Instant>,
+}
+
 #[derive(serde::Serialize, Deserialize)]
 struct ControlMessage {
     node: String,
@@ -404,44 +417,51 @@ impl Shared {
         }
     }
 
-    /// What to send next: tickers to subscribe, tickers whose linger is over, and when the
-    /// next linger ends.
-    fn plan(&self) -> (Vec<Ticker>, Vec<Ticker>, Option<Instant>) {
+    /// What to send next: wanted tickers not subscribed yet, and subscribed ones whose linger is
+    /// over (already marked inactive here, under the same lock, so a `subscribe` racing their
+    /// UNSUBSCRIBE sees them inactive and the next plan subscribes them again). Also returns
+    /// when the next linger ends.
+    fn plan(&self) -> Plan {
         let now = Instant::now();
-        let mut subs = self.subs.lock();
-        let subs = &mut *subs;
-        let to_subscribe: Vec<Ticker> =
+        let linger = self.config.unsubscribe_linger;
+        let mut guard = self.subs.lock();
+        let subs = &mut *guard;
+        let subscribe: Vec<Ticker> =
             subs.wanted.iter().filter(|t| !subs.active.contains(t)).copied().collect();
-        let mut to_unsubscribe = Vec::new();
-        let mut next = None::<Instant>;
+        // Subscribed but neither wanted nor lingering (its watcher left while its SUBSCRIBE was
+        // in flight): start its linger now.
+        for t in subs.active.iter() {
+            if !subs.wanted.contains(t) && !subs.lingering.contains_key(t) {
+                subs.lingering.insert(*t, now + linger);
+            }
+        }
+        let mut unsubscribe = Vec::new();
+        let mut next_linger = None::<Instant>;
         subs.lingering.retain(|t, at| {
             if subs.wanted.contains(t) || !subs.active.contains(t) {
                 return false;
             }
             if *at <= now {
-                to_unsubscribe.push(*t);
+                unsubscribe.push(*t);
                 return false;
             }
-            next = Some(next.map_or(*at, |n| n.min(*at)));
+            next_linger = Some(next_linger.map_or(*at, |n| n.min(*at)));
             true
         });
-        (to_subscribe, to_unsubscribe, next)
-    }
-
-    fn set_active(&self, tickers: &[Ticker], active: bool) {
-        let mut subs = self.subs.lock();
-        for t in tickers {
-            if active {
-                subs.active.insert(*t);
-            } else {
-                subs.active.remove(t);
-            }
+        for t in &unsubscribe {
+            subs.active.remove(t);
         }
         self.metrics.broker_subscriptions.set(subs.active.len() as i64);
+        Plan { subscribe, unsubscribe, next_linger }
+    }
+
+    /// Redis confirmed these subscriptions.
+    fn confirmed(&self, tickers: &[Ticker]) {
+        let mut subs = self.subs.lock();
+        subs.active.extend(tickers.iter().copied());
+        self.metrics.broker_subscriptions.set(subs.active.len() as i64);
         drop(subs);
-        if active {
-            self.confirmed.send_modify(|n| *n += 1);
-        }
+        self.confirmed.send_modify(|n| *n += 1);
     }
 
     async fn publish_control(&self, msg: ControlMessage) -> Result<(), BrokerError> {
@@ -463,42 +483,21 @@ async fn run_subscriber(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut backoff = BACKOFF_MIN;
     let mut connected_before = false;
     loop {
-        let connected = tokio::select! {
-            () = shutdown.cancelled() => return,
-            c = tokio::time::timeout(shared.config.command_timeout, shared.client.get_async_pubsub()) => c,
-        };
-        let pubsub = match connected {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "redis: cannot connect the subscriber");
-                if !sleep_or_shutdown(jitter(backoff), &shutdown).await {
-                    return;
+        let outcome = match connect(&shared, &shutdown).await {
+            Err(Outcome::Shutdown) => return,
+            Err(Outcome::Lost(why)) => Outcome::Lost(why),
+            Ok((mut sink, mut stream)) => {
+                backoff = BACKOFF_MIN;
+                if connected_before {
+                    tracing::info!("redis: subscriber reconnected; restoring subscriptions and sessions");
+                    if let Some(listener) = shared.listener.get() {
+                        listener.reconnected();
+                    }
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
-            }
-            Err(_) => {
-                tracing::warn!(retry_in = ?backoff, "redis: subscriber connect timed out");
-                if !sleep_or_shutdown(jitter(backoff), &shutdown).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-                continue;
+                connected_before = true;
+                serve_connection(&shared, &mut sink, &mut stream, &shutdown).await
             }
         };
-        let (mut sink, mut stream) = pubsub.split();
-        if sink.subscribe(keys::CONTROL_CHANNEL).await.is_err() {
-            continue;
-        }
-        backoff = BACKOFF_MIN;
-        if connected_before {
-            tracing::info!("redis: subscriber reconnected; restoring subscriptions and sessions");
-            if let Some(listener) = shared.listener.get() {
-                listener.reconnected();
-            }
-        }
-        connected_before = true;
-        let outcome = serve_connection(&shared, &mut sink, &mut stream, &shutdown).await;
         // Whatever Redis knew about this connection is gone with it.
         {
             let mut subs = shared.subs.lock();
@@ -509,10 +508,11 @@ async fn run_subscriber(shared: Arc<Shared>, shutdown: CancellationToken) {
         match outcome {
             Outcome::Shutdown => return,
             Outcome::Lost(why) => {
-                tracing::warn!(error = %why, "redis: subscriber connection lost; reconnecting");
-                if !sleep_or_shutdown(jitter(BACKOFF_MIN), &shutdown).await {
+                tracing::warn!(error = %why, retry_in = ?backoff, "redis: subscriber disconnected; reconnecting");
+                if !sleep_or_shutdown(jitter(backoff), &shutdown).await {
                     return;
                 }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -523,6 +523,37 @@ enum Outcome {
     Lost(String),
 }
 
+/// Runs one Redis command of the subscriber within the command timeout, giving way to shutdown.
+async fn bounded<T>(
+    shared: &Shared,
+    shutdown: &CancellationToken,
+    what: &str,
+    op: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Outcome> {
+    tokio::select! {
+        () = shutdown.cancelled() => Err(Outcome::Shutdown),
+        r = tokio::time::timeout(shared.config.command_timeout, op) => match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Outcome::Lost(format!("{what}: {e}"))),
+            Err(_) => Err(Outcome::Lost(format!("{what}: timed out"))),
+        },
+    }
+}
+
+async fn connect(
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Result<(PubSubSink, PubSubStream), Outcome> {
+    let pubsub = bounded(shared, shutdown, "connect", shared.client.get_async_pubsub()).await?;
+    let (mut sink, stream) = pubsub.split();
+    bounded(shared, shutdown, "subscribe control", sink.subscribe(keys::CONTROL_CHANNEL)).await?;
+    Ok((sink, stream))
+}
+
+/// With nothing else happening, the subscriber pings Redis this often: a half-open connection
+/// (no FIN, e.g. a network partition) is detected within this plus the command timeout.
+const PING_EVERY: Duration = Duration::from_secs(5);
+
 async fn serve_connection(
     shared: &Shared,
     sink: &mut PubSubSink,
@@ -531,27 +562,33 @@ async fn serve_connection(
 ) -> Outcome {
     let mut reconcile = true;
     let mut next_linger: Option<Instant> = None;
+    let mut last_heard = Instant::now();
     loop {
-        if reconcile {
-            let (to_subscribe, to_unsubscribe, next) = shared.plan();
-            next_linger = next;
-            for batch in to_subscribe.chunks(BATCH) {
+        // Until there is nothing left to send: changes that arrive while a batch is in flight are
+        // picked up by the next plan.
+        while reconcile {
+            let plan = shared.plan();
+            next_linger = plan.next_linger;
+            reconcile = !(plan.subscribe.is_empty() && plan.unsubscribe.is_empty());
+            for batch in plan.unsubscribe.chunks(BATCH) {
                 let channels: Vec<String> = batch.iter().map(|&t| channel_for(t)).collect();
-                if let Err(e) = sink.subscribe(&channels).await {
-                    return Outcome::Lost(e.to_string());
-                }
-                shared.set_active(batch, true);
-            }
-            for batch in to_unsubscribe.chunks(BATCH) {
-                let channels: Vec<String> = batch.iter().map(|&t| channel_for(t)).collect();
-                // Inactive first: a message still in flight for it is dropped by the engine,
-                // which no longer watches it.
-                shared.set_active(batch, false);
-                if let Err(e) = sink.unsubscribe(&channels).await {
-                    return Outcome::Lost(e.to_string());
+                if let Err(outcome) =
+                    bounded(shared, shutdown, "unsubscribe", sink.unsubscribe(&channels)).await
+                {
+                    return outcome;
                 }
             }
-            reconcile = false;
+            for batch in plan.subscribe.chunks(BATCH) {
+                let channels: Vec<String> = batch.iter().map(|&t| channel_for(t)).collect();
+                if let Err(outcome) = bounded(shared, shutdown, "subscribe", sink.subscribe(&channels)).await
+                {
+                    return outcome;
+                }
+                shared.confirmed(batch);
+            }
+            if reconcile {
+                last_heard = Instant::now();
+            }
         }
         let linger = async {
             match next_linger {
@@ -564,8 +601,15 @@ async fn serve_connection(
             () = shutdown.cancelled() => return Outcome::Shutdown,
             () = shared.changed.notified() => reconcile = true,
             () = linger => reconcile = true,
+            () = tokio::time::sleep_until(last_heard + PING_EVERY) => {
+                if let Err(outcome) = bounded(shared, shutdown, "ping", sink.ping::<redis::Value>()).await {
+                    return outcome;
+                }
+                last_heard = Instant::now();
+            }
             msg = stream.next() => {
                 let Some(msg) = msg else { return Outcome::Lost("connection closed".into()) };
+                last_heard = Instant::now();
                 shared.handle(&msg);
                 // Drain what is already buffered before looking at anything else: one wake-up
                 // per burst, not per message.
@@ -597,13 +641,17 @@ impl SessionStore for RedisBroker {
         let _ = self.shared.listener.set(listener);
     }
 
-    fn put(&self, records: Vec<SessionRecord>, ttl: Duration) -> BoxFuture<'_, Result<(), BrokerError>> {
+    fn put(&self, records: Vec<(SessionRecord, Duration)>) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
-            let ttl_ms = ttl.as_millis().max(1) as u64;
             for batch in records.chunks(BATCH) {
                 let mut pipe = redis::pipe();
-                for r in batch {
-                    pipe.cmd("SET").arg(session_key(r.id)).arg(r.encode()).arg("PX").arg(ttl_ms).ignore();
+                for (r, ttl) in batch {
+                    pipe.cmd("SET")
+                        .arg(session_key(r.id))
+                        .arg(r.encode())
+                        .arg("PX")
+                        .arg(ttl_ms(*ttl))
+                        .ignore();
                 }
                 pipe.query_async::<()>(&mut self.conn()).await.map_err(unavailable)?;
             }
@@ -611,16 +659,19 @@ impl SessionStore for RedisBroker {
         })
     }
 
-    fn update(&self, record: SessionRecord) -> BoxFuture<'_, Result<bool, BrokerError>> {
+    fn replace(
+        &self,
+        record: SessionRecord,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<bool, BrokerError>> {
         Box::pin(async move {
-            let done: Option<String> = redis::cmd("SET")
-                .arg(session_key(record.id))
-                .arg(record.encode())
-                .arg("XX")
-                .arg("KEEPTTL")
-                .query_async(&mut self.conn())
-                .await
-                .map_err(unavailable)?;
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(session_key(record.id)).arg(record.encode()).arg("XX");
+            match ttl {
+                Some(ttl) => cmd.arg("PX").arg(ttl_ms(ttl)),
+                None => cmd.arg("KEEPTTL"),
+            };
+            let done: Option<String> = cmd.query_async(&mut self.conn()).await.map_err(unavailable)?;
             Ok(done.is_some())
         })
     }
@@ -638,11 +689,10 @@ impl SessionStore for RedisBroker {
 
     fn touch(&self, ids: Vec<SessionId>, ttl: Duration) -> BoxFuture<'_, Result<(), BrokerError>> {
         Box::pin(async move {
-            let ttl_ms = ttl.as_millis().max(1) as u64;
             for batch in ids.chunks(BATCH) {
                 let mut pipe = redis::pipe();
                 for &id in batch {
-                    pipe.cmd("PEXPIRE").arg(session_key(id)).arg(ttl_ms).ignore();
+                    pipe.cmd("PEXPIRE").arg(session_key(id)).arg(ttl_ms(ttl)).ignore();
                 }
                 pipe.query_async::<()>(&mut self.conn()).await.map_err(unavailable)?;
             }

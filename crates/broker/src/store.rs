@@ -81,11 +81,16 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Connects the node's listener (once, at start).
     fn listen(&self, listener: Arc<dyn ClusterListener>);
 
-    /// Writes records, each expiring after `ttl` unless refreshed.
-    fn put(&self, records: Vec<SessionRecord>, ttl: Duration) -> BoxFuture<'_, Result<(), BrokerError>>;
+    /// Writes records, each expiring after its own time to live unless refreshed.
+    fn put(&self, records: Vec<(SessionRecord, Duration)>) -> BoxFuture<'_, Result<(), BrokerError>>;
 
-    /// Replaces a record that still exists, keeping its expiry; false if it is gone.
-    fn update(&self, record: SessionRecord) -> BoxFuture<'_, Result<bool, BrokerError>>;
+    /// Replaces a record only if it still exists — with a new time to live, or keeping its
+    /// expiry when `ttl` is `None`. False if it is gone (deleted or expired meanwhile).
+    fn replace(
+        &self,
+        record: SessionRecord,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<bool, BrokerError>>;
 
     /// Reads a record.
     fn get(&self, id: SessionId) -> BoxFuture<'_, Result<Option<SessionRecord>, BrokerError>>;
