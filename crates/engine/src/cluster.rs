@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::session::Life;
+use crate::session::{Life, Session};
 use crate::{Engine, Inner};
 
 pub(crate) fn record_of(info: &SessionInfo) -> SessionRecord {
@@ -40,17 +40,34 @@ pub(crate) fn info_of(record: SessionRecord, ttl: Duration) -> SessionInfo {
     }
 }
 
-/// After an attach: tell the other engines, and mark the record streaming with a fresh expiry
-/// (which also re-creates it if the store lost it). Failures only delay this until the keeper's
-/// next pass; the stream is already live.
-pub(crate) async fn announce_streaming(engine: &Engine, store: &dyn SessionStore, id: SessionId) {
+/// After an attach: tell the other engines, and mark the record streaming with a fresh expiry.
+/// A session adopted from the store must still have its record: if it vanished since it was
+/// read (deleted or expired in between), the adopted copy is ended rather than resurrected. A
+/// session held here all along re-creates a lost record (the store may have restarted). Other
+/// failures only delay this until the keeper's next pass; the stream is already live.
+pub(crate) async fn announce_streaming(
+    engine: &Engine,
+    store: &dyn SessionStore,
+    id: SessionId,
+    adopted: bool,
+) {
     if let Err(e) = store.announce_attached(id).await {
         tracing::warn!(session = %id, error = %e, "cannot announce the attach");
     }
     let Ok(session) = engine.live_session(id) else { return };
-    let Ok(info) = engine.info(&session) else { return };
-    if let Err(e) = store.put(vec![record_of(&info)], engine.inner.config.session_ttl).await {
-        tracing::warn!(session = %id, error = %e, "cannot refresh the session record");
+    let Some((record, ttl)) = engine.record(&session) else { return };
+    let written = if adopted {
+        store.replace(record, Some(ttl)).await
+    } else {
+        store.put(vec![(record, ttl)]).await.map(|()| true)
+    };
+    match written {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(session = %id, "session ended elsewhere while being adopted");
+            engine.end(id, CloseReason::SessionEnded, false);
+        }
+        Err(e) => tracing::warn!(session = %id, error = %e, "cannot refresh the session record"),
     }
 }
 
@@ -119,6 +136,20 @@ impl Engine {
         self.inner.store.as_deref()
     }
 
+    /// A session's record and how long it has left: the full TTL while it streams, what remains
+    /// of it otherwise (so a record never outlives the session it describes). `None` once ended
+    /// or expired.
+    pub(crate) fn record(&self, session: &Session) -> Option<(SessionRecord, Duration)> {
+        let ttl = self.inner.config.session_ttl;
+        let left = match session.life() {
+            Life::Streaming => ttl,
+            Life::Pending { since } | Life::Detached { since } => ttl.checked_sub(since.elapsed())?,
+            Life::Ended(_) => return None,
+        };
+        let info = self.info(session).ok()?;
+        (!left.is_zero()).then(|| (record_of(&info), left))
+    }
+
     /// One keeper pass; `since` is the previous pass.
     async fn keep_records(&self, since: Instant) {
         let Some(store) = self.store() else { return };
@@ -128,11 +159,8 @@ impl Engine {
         for session in self.sessions() {
             match session.life() {
                 Life::Streaming => streaming.push(session.id),
-                Life::Detached { since: at } if at >= since => {
-                    if let Ok(info) = self.info(&session) {
-                        detached.push(record_of(&info));
-                    }
-                }
+                // Newly detached: the record says so, and expires when the session does.
+                Life::Detached { since: at } if at >= since => detached.extend(self.record(&session)),
                 _ => {}
             }
         }
@@ -142,19 +170,20 @@ impl Engine {
             tracing::warn!(error = %e, "cannot refresh session records");
         }
         if !detached.is_empty()
-            && let Err(e) = store.put(detached, ttl).await
+            && let Err(e) = store.put(detached).await
         {
             tracing::warn!(error = %e, "cannot write detached session records");
         }
     }
 
-    /// Re-writes the record of every session held here (the store came back, maybe empty).
+    /// Re-writes the record of every session held here (the store came back, maybe empty, or a
+    /// record update failed), each with the time it has left.
     async fn restore_records(&self) {
         let Some(store) = self.store() else { return };
-        let records: Vec<SessionRecord> =
-            self.sessions().iter().filter_map(|s| self.info(s).ok()).map(|info| record_of(&info)).collect();
+        let records: Vec<(SessionRecord, Duration)> =
+            self.sessions().iter().filter_map(|s| self.record(s)).collect();
         let count = records.len();
-        match store.put(records, self.inner.config.session_ttl).await {
+        match store.put(records).await {
             Ok(()) => tracing::info!(sessions = count, "session records restored"),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot restore session records; retrying");
@@ -165,7 +194,7 @@ impl Engine {
         }
     }
 
-    fn sessions(&self) -> Vec<Arc<crate::session::Session>> {
+    fn sessions(&self) -> Vec<Arc<Session>> {
         self.inner.sessions.lock().values().cloned().collect()
     }
 }

@@ -430,8 +430,8 @@ impl MonitoringService for Engine {
         let info = self.create(req)?;
         if let Some(store) = &self.inner.store {
             // The record is written before the id is handed out, so any engine can serve it.
-            let record = cluster::record_of(&info);
-            if let Err(e) = store.put(vec![record], self.inner.config.session_ttl).await {
+            let record = (cluster::record_of(&info), self.inner.config.session_ttl);
+            if let Err(e) = store.put(vec![record]).await {
                 self.end(info.id, CloseReason::SessionEnded, false);
                 return Err(unavailable(e));
             }
@@ -455,30 +455,27 @@ impl MonitoringService for Engine {
         let local = self.end(id, CloseReason::SessionEnded, false);
         let shared = match &self.inner.store {
             // Removing the record also tells the engine streaming it, if another, to end it.
-            Some(store) => match store.remove(id).await {
-                Ok(existed) => existed,
-                Err(e) if !local => return Err(unavailable(e)),
-                Err(e) => {
-                    tracing::warn!(session = %id, error = %e, "cannot remove the session record");
-                    true
-                }
-            },
+            // A failure is reported even if the local copy ended: the record would let another
+            // engine resurrect the session, so the client must retry the delete.
+            Some(store) => store.remove(id).await.map_err(unavailable)?,
             None => false,
         };
         if local || shared { Ok(()) } else { Err(ServiceError::SessionNotFound) }
     }
 
     async fn stream_price_updates(&self, id: SessionId) -> Result<Updates, ServiceError> {
+        let mut adopted = false;
         if let Some(store) = &self.inner.store
             && self.live_session(id).is_err()
         {
             // Served elsewhere before (or created through another engine): take it over.
             let record = store.get(id).await.map_err(unavailable)?;
             self.adopt(record.ok_or(ServiceError::SessionNotFound)?)?;
+            adopted = true;
         }
         let updates = self.attach(id).await?;
         if let Some(store) = &self.inner.store {
-            cluster::announce_streaming(self, store.as_ref(), id).await;
+            cluster::announce_streaming(self, store.as_ref(), id, adopted).await;
         }
         Ok(updates)
     }
@@ -493,10 +490,17 @@ impl MonitoringService for Engine {
         if let Some(store) = &self.inner.store
             && let Ok(session) = self.live_session(id)
             && let Ok(info) = self.info(&session)
-            && let Err(e) = store.update(cluster::record_of(&info)).await
         {
-            // The stream carries on; the record catches up at the next keeper pass or restore.
-            tracing::warn!(session = %id, error = %e, "cannot update the session record");
+            match store.replace(cluster::record_of(&info), None).await {
+                Ok(true) => {}
+                // Gone (the store restarted) or unreachable: the stream carries on, and the
+                // keeper re-writes every record held here, this one with its new tickers.
+                Ok(false) => self.inner.restore.notify_one(),
+                Err(e) => {
+                    tracing::warn!(session = %id, error = %e, "cannot update the session record");
+                    self.inner.restore.notify_one();
+                }
+            }
         }
         Ok(all)
     }
@@ -507,6 +511,11 @@ impl MonitoringService for Engine {
 
     async fn publish(&self, ticks: Vec<Tick>) -> Result<(), ServiceError> {
         self.inner.broker.publish(ticks).await.map_err(unavailable)
+    }
+
+    /// Not ready once draining: a gateway's probe then moves new streams elsewhere.
+    fn ready(&self) -> bool {
+        !self.inner.closing.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

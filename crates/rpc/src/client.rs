@@ -43,6 +43,9 @@ use crate::pb::real_time_price_monitoring_service_client::RealTimePriceMonitorin
 
 type Client = RealTimePriceMonitoringServiceClient<Channel>;
 
+const STREAM_WINDOW: u32 = 32 * 1024;
+const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
+
 /// Settings of [`RemoteEngine`].
 #[derive(Debug, Clone)]
 pub struct RemoteConfig {
@@ -125,6 +128,12 @@ impl RemoteEngine {
                 .map_err(|e| format!("invalid engine URI {uri:?}: {e}"))?
                 .connect_timeout(config.connect_timeout)
                 .tcp_nodelay(true)
+                // A small per-stream window keeps conflation on the engine: a socket that stops
+                // reading stops its stream after 32 KiB instead of letting HTTP/2 buffer megabytes
+                // of stale batches here. The connection window is large so a few stalled streams
+                // cannot block the others sharing the connection.
+                .initial_stream_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
                 .http2_keep_alive_interval(config.keepalive_interval)
                 .keep_alive_timeout(config.keepalive_timeout)
                 .keep_alive_while_idle(true);
@@ -298,7 +307,11 @@ impl Inner {
                     self.mark(idx, false);
                     error = from_status(&status);
                 }
-                Ok(Err(status)) => return Err(from_status(&status)),
+                // This engine cannot take it (full, draining, its Redis away); another may.
+                Ok(Err(status)) => match from_status(&status) {
+                    e @ (ServiceError::SessionLimit { .. } | ServiceError::Unavailable(_)) => error = e,
+                    e => return Err(e),
+                },
                 Err(_) => {
                     self.mark(idx, false);
                     error = ServiceError::Unavailable("opening the stream timed out".into());

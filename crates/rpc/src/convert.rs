@@ -52,7 +52,9 @@ pub(crate) fn to_status(e: ServiceError) -> Status {
         ServiceError::SymbolLimit { max } => {
             with_meta(Status::resource_exhausted(msg), "symbol_limit", Some(max.to_string()), None)
         }
-        ServiceError::Unavailable(why) => Status::unavailable(why),
+        // Tagged: the engine answered, its broker or store did not. Without the tag the gateway
+        // would take it for the engine being down and retry everywhere.
+        ServiceError::Unavailable(why) => with_meta(Status::unavailable(why), "unavailable", None, None),
     }
 }
 
@@ -74,7 +76,8 @@ pub(crate) fn from_status(status: &Status) -> ServiceError {
 }
 
 /// True for statuses that say nothing about the request, only that the engine (or the way to
-/// it) failed: the call may be retried elsewhere.
+/// it) failed: the call may be retried elsewhere and the engine is marked down. An engine's own
+/// answers carry `tickstream-error` and are never transport failures.
 pub(crate) fn is_transport(status: &Status) -> bool {
     matches!(
         status.code(),
@@ -213,6 +216,7 @@ mod tests {
         assert!(is_transport(&Status::unavailable("connection refused")));
         assert!(!is_transport(&Status::not_found("x")));
         assert!(!is_transport(&to_status(ServiceError::TooManyTickers { max: 1 })));
+        assert!(!is_transport(&to_status(ServiceError::Unavailable("redis down".into()))));
     }
 
     #[test]

@@ -84,7 +84,9 @@ pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
             }
             shutdown.cancel();
             background.close();
-            background.wait().await;
+            if tokio::time::timeout(grace, background.wait()).await.is_err() {
+                tracing::warn!("background tasks still running after the shutdown timeout");
+            }
             engine.shutdown();
             let _ = metrics_server.await;
         })

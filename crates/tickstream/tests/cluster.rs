@@ -382,11 +382,77 @@ async fn engine_sigterm_hands_streams_to_another_engine() {
     let draining = if streaming(&e1).await > 0 { &mut e1 } else { &mut e2 };
     // A graceful stop: the engine ends its streams with "shutting down" and exits 0; the
     // gateway moves them instead of closing the sockets with 1001.
+    let moved = streaming(draining).await;
     draining.node.terminate();
     assert_eq!(post_price(&http, &gateway, "AAA", 9.0).await, StatusCode::ACCEPTED);
+    let mut resnapshots = 0;
     for ws in &mut sockets {
-        until_price(ws, "AAA", 9.0).await;
+        resnapshots += until_price(ws, "AAA", 9.0).await;
     }
+    assert_eq!(resnapshots as i64, moved, "exactly the drained streams restart with a snapshot");
+    assert_eq!(metric(&gateway.base, "tickstream_engine_failovers_total").await, moved);
     assert_eq!(metric(&gateway.base, "tickstream_ws_disconnects_total").await, 0);
-    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+/// The subscription reconciler against a real Redis, hammered with the races that matter:
+/// watchers leaving while their SUBSCRIBE is in flight, and coming back while an UNSUBSCRIBE is.
+/// Whatever the interleaving, Redis must end up with exactly the wanted set, then nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_subscriptions_converge_to_the_wanted_set_under_churn() {
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use tickstream_api::Ticker;
+    use tickstream_broker::{Broker, RedisBroker, RedisConfig};
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    let redis = Redis::start().await;
+    let metrics = tickstream_telemetry::Metrics::new();
+    let tracker = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let config =
+        RedisConfig { unsubscribe_linger: Duration::from_millis(20), ..RedisConfig::new(&redis.url) };
+    let broker = RedisBroker::start(config, Arc::clone(&metrics), &tracker, shutdown.clone()).unwrap();
+    let tickers: Vec<Ticker> = (0..1500).map(|i| Ticker::parse(&format!("C{i}")).unwrap()).collect();
+    let channels = |set: &BTreeSet<usize>| -> BTreeSet<String> {
+        set.iter().map(|&i| format!("tickstream:px:C{i}")).collect()
+    };
+
+    let mut wanted = BTreeSet::new();
+    for round in 0..30 {
+        // Large batches in flight, withdrawn at once (race 1) …
+        for &t in &tickers[..1000] {
+            broker.subscribe(t);
+        }
+        tokio::time::sleep(Duration::from_micros(rand::rng().random_range(0..2000))).await;
+        for &t in &tickers[..1000] {
+            broker.unsubscribe(t);
+        }
+        // … and tickers coming back around the end of their linger (race 2).
+        for _ in 0..50 {
+            let i = rand::rng().random_range(1000..1500);
+            if wanted.insert(i) {
+                broker.subscribe(tickers[i]);
+            } else {
+                wanted.remove(&i);
+                broker.unsubscribe(tickers[i]);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(if round % 3 == 0 { 20 } else { 1 })).await;
+    }
+    let want = channels(&wanted);
+    eventually("Redis holds exactly the wanted subscriptions", || async {
+        redis.price_channels().await.into_iter().collect::<BTreeSet<_>>() == want
+    })
+    .await;
+    assert_eq!(metrics.broker_subscriptions.get(), wanted.len() as i64);
+    for &i in &wanted {
+        broker.unsubscribe(tickers[i]);
+    }
+    eventually("no subscription left", || async { redis.price_channels().await.is_empty() }).await;
+    assert_eq!(metrics.broker_subscriptions.get(), 0);
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
 }
