@@ -535,3 +535,24 @@ async fn stalled_client_behind_a_gateway_is_conflated_on_the_engine() {
     eprintln!("{after} messages after resuming");
     assert!(after <= 16, "{after} messages after resuming: a backlog was queued");
 }
+
+/// `tickstream feed` publishes into Redis; a client of a gateway sees its prices move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_role_prices_reach_clients_of_a_gateway() {
+    let redis = Redis::start().await;
+    let engine = EngineNode::start(&redis, &[]);
+    let gateway = EdgeNode::gateway(&[&engine], &[]);
+    let _feed = common::cluster::Node::spawn_feed(&redis, &["--tickers", "20", "--feed-rate", "200"]);
+    let http = reqwest::Client::new();
+    ready(&http, &gateway).await;
+    let id = create(&http, &gateway, &["AAPL", "MSFT"]).await;
+    let (mut ws, _) = connect(&gateway, &id).await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 {
+        let msg = next_json(&mut ws).await;
+        for p in msg["prices"].as_array().unwrap() {
+            seen.insert(p["ticker"].as_str().unwrap().to_owned());
+        }
+    }
+    assert!(metric(&engine.metrics, "tickstream_broker_messages_total{kind=\"price\"}").await > 0);
+}

@@ -164,6 +164,13 @@ impl Node {
         Self { child: Some(child), lines: got }
     }
 
+    /// `tickstream feed` into `redis`.
+    pub fn spawn_feed(redis: &Redis, extra: &[&str]) -> Self {
+        let mut args = vec!["feed", "--redis", &redis.url];
+        args.extend_from_slice(extra);
+        Self::spawn(&args, 1)
+    }
+
     fn addr_after(&self, prefix: &str) -> String {
         self.lines
             .iter()
