@@ -3,30 +3,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cluster::Node;
 use common::{close_code, next_json};
 use serde_json::{Value, json};
 
 #[tokio::test]
 async fn serve_streams_simulated_prices_and_exits_cleanly_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tickstream"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let addr = line.trim().strip_prefix("listening on http://").expect("listening line").to_owned();
+    // Killed on drop, so a failed assertion leaves no server running.
+    let mut node = Node::spawn(&["serve", "--listen", "127.0.0.1:0"], 1);
+    let addr = node.lines[0].strip_prefix("listening on http://").expect("listening line").to_owned();
 
     let http = reqwest::Client::new();
     let created: Value = http
@@ -53,9 +40,7 @@ async fn serve_streams_simulated_prices_and_exits_cleanly_on_sigterm() {
         connected.elapsed()
     );
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
+    // SIGTERM, and a clean exit (status 0); the 1001 close frame was sent before the exit.
+    node.terminate();
     assert_eq!(close_code(&mut ws).await, 1001);
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
-    assert!(exit.success(), "exit status {exit}");
 }

@@ -146,7 +146,8 @@ pub struct Node {
 }
 
 impl Node {
-    fn spawn(args: &[&str], lines: usize) -> Self {
+    /// Starts the binary with `args` and reads the `lines` it announces itself with.
+    pub fn spawn(args: &[&str], lines: usize) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tickstream"))
             .args(args)
             .stdout(Stdio::piped())
