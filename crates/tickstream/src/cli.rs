@@ -16,6 +16,8 @@ pub struct Cli {
 pub enum Command {
     /// Run everything in one process: gateway, engine, in-process broker and simulated feed.
     Serve(ServeArgs),
+    /// Load generator: virtual users that create sessions and hold WebSockets, in k6-like stages.
+    Load(tickstream_load::LoadArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -11,6 +11,7 @@ use tickstream_telemetry::logging;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Load(args) => load(args).await,
         Command::Serve(args) => {
             logging::init(match args.log_format {
                 LogFormat::Text => logging::LogFormat::Text,
@@ -39,6 +40,17 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+async fn load(args: tickstream_load::LoadArgs) -> ExitCode {
+    match tickstream_load::main(args).await {
+        Ok(tickstream_load::Outcome::Passed) => ExitCode::SUCCESS,
+        Ok(tickstream_load::Outcome::ThresholdsFailed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("tickstream load: {e}");
+            ExitCode::from(2)
         }
     }
 }
