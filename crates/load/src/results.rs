@@ -70,6 +70,9 @@ pub struct Results {
     pub measured_updates: u64,
     pub published: u64,
     pub publish_failed: u64,
+    /// Ticks not sent because `MAX_IN_FLIGHT` publish requests were already waiting.
+    #[serde(default)]
+    pub publish_skipped: u64,
     pub errors: BTreeMap<String, u64>,
     pub peak_users: u64,
     pub peak_sockets: u64,
@@ -110,6 +113,7 @@ impl Results {
             measured_updates: 0,
             published: 0,
             publish_failed: 0,
+            publish_skipped: 0,
             errors: BTreeMap::new(),
             peak_users: 0,
             peak_sockets: 0,
@@ -180,6 +184,7 @@ impl Results {
         self.measured_updates += other.measured_updates;
         self.published += other.published;
         self.publish_failed += other.publish_failed;
+        self.publish_skipped += other.publish_skipped;
         for (k, v) in &other.errors {
             *self.errors.entry(k.clone()).or_default() += v;
         }
@@ -271,7 +276,17 @@ impl Results {
         line(&mut s, "updates_received", format!("{} ({:.0}/s)", self.updates, self.updates_per_s()));
         line(&mut s, "e2e_latency", format!("{}  (n={})", p(&self.e2e), self.e2e.count));
         if self.published + self.publish_failed > 0 {
-            line(&mut s, "published", format!("{} ok, {} failed", self.published, self.publish_failed));
+            line(
+                &mut s,
+                "published",
+                format!(
+                    "{} ok ({:.0}/s), {} failed, {} skipped (server too slow)",
+                    self.published,
+                    self.published as f64 / self.duration_s.max(1e-9),
+                    self.publish_failed,
+                    self.publish_skipped
+                ),
+            );
         }
         line(&mut s, "peak", format!("{} users, {} sockets", self.peak_users, self.peak_sockets));
         let errors = if self.errors.is_empty() {

@@ -181,6 +181,7 @@ pub async fn run(args: &LoadArgs) -> Result<Results, LoadError> {
     results.measured_updates = end.updates - base.updates;
     results.published = live.published.load(Relaxed);
     results.publish_failed = live.publish_failed.load(Relaxed);
+    results.publish_skipped = live.publish_skipped.load(Relaxed);
     results.errors = live.errors();
     results.peak_users = live.peak_users.load(Relaxed).max(0) as u64;
     results.peak_sockets = live.peak_sockets.load(Relaxed).max(0) as u64;
