@@ -25,6 +25,9 @@ pub fn child_args(parent: &[OsString], index: u32, count: u32) -> Vec<OsString> 
             continue;
         }
         let s = arg.to_string_lossy();
+        if s == "--quiet" {
+            continue;
+        }
         if PARENT_ONLY.contains(&s.as_ref()) {
             skip_value = true;
             continue;
