@@ -43,6 +43,9 @@ pub async fn run(args: &LoadArgs) -> Result<Results, LoadError> {
         .ok_or_else(|| LoadError::Target(format!("{authority}: no address")))?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.max_inflight_sessions)
+        // Idle keep-alive connections go once the ramp is over, so a held run measures the
+        // server's WebSockets, not the session-creation connections it no longer needs.
+        .pool_idle_timeout(Duration::from_secs(2))
         .timeout(args.request_timeout)
         .tcp_nodelay(true)
         .build()
