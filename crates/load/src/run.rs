@@ -90,10 +90,9 @@ pub async fn run(args: &LoadArgs) -> Result<Results, LoadError> {
     let mut results = Results::empty();
     let mut totals = (Hist::new(), Hist::new(), Hist::new());
     let mut prev = Snapshot::default();
-    let mut measured_from: Option<(f64, Snapshot)> =
-        if args.warmup.is_zero() { Some((0.0, prev)) } else { None };
+    let mut window = Window::new(args.warmup);
     let mut peak_rss = start_rss;
-    let progress = Progress::new(args.quiet, schedule.stages.len());
+    let progress = Progress::new(args.quiet);
 
     let mut control = tokio::time::interval(CONTROL_TICK);
     let mut second = tokio::time::interval_at(
@@ -123,17 +122,13 @@ pub async fn run(args: &LoadArgs) -> Result<Results, LoadError> {
             _ = second.tick() => {
                 let t = started.elapsed();
                 let (e2e, session, connect) = ctx.live.drain();
-                let measuring = t >= args.warmup;
-                if measuring && measured_from.is_none() {
-                    measured_from = Some((t.as_secs_f64(), prev));
-                }
-                if measuring {
-                    totals.0.add(&e2e);
-                }
                 totals.1.add(&session);
                 totals.2.add(&connect);
                 let stage = schedule.stage_at(t);
                 let (sample, now) = ctx.live.sample(t.as_secs_f64(), stage, alive.len() as u64, prev, &e2e);
+                if window.sample(t, args.warmup, now) {
+                    totals.0.add(&e2e);
+                }
                 peak_rss = peak_rss.max(net::rss_bytes());
                 progress.line(&sample, schedule.stages.len());
                 results.timeline.push(sample);
@@ -162,7 +157,7 @@ pub async fn run(args: &LoadArgs) -> Result<Results, LoadError> {
     totals.2.add(&connect);
     let live = &ctx.live;
     let end = live.snapshot();
-    let (warmup_s, base) = measured_from.unwrap_or((duration.as_secs_f64(), end));
+    let (warmup_s, base) = window.from.unwrap_or((duration.as_secs_f64(), end));
     results.target = args.target.clone();
     results.peer = args.peer.name().to_owned();
     results.workers = count;
@@ -204,6 +199,32 @@ pub async fn run(args: &LoadArgs) -> Result<Results, LoadError> {
     Ok(results)
 }
 
+/// The measured window (`--warmup`): it starts at the first one-second sample at or after the
+/// warm-up, and the interval ending at that sample — which began before it — is left out of
+/// rates and end-to-end latency.
+#[derive(Debug)]
+struct Window {
+    /// Seconds since the start, and the counters, where the window began.
+    from: Option<(f64, Snapshot)>,
+}
+
+impl Window {
+    fn new(warmup: Duration) -> Self {
+        Window { from: warmup.is_zero().then(|| (0.0, Snapshot::default())) }
+    }
+
+    /// Accounts the sample taken at `t` with counters `now`; whether its interval is measured.
+    fn sample(&mut self, t: Duration, warmup: Duration, now: Snapshot) -> bool {
+        if self.from.is_some() {
+            return true;
+        }
+        if t >= warmup {
+            self.from = Some((t.as_secs_f64(), now));
+        }
+        false
+    }
+}
+
 /// The live progress line on stderr: redrawn in place on a terminal, one line per 5 s otherwise.
 struct Progress {
     enabled: bool,
@@ -211,7 +232,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(quiet: bool, _stages: usize) -> Self {
+    fn new(quiet: bool) -> Self {
         Progress { enabled: !quiet, tty: std::io::stderr().is_terminal() }
     }
 
@@ -220,7 +241,7 @@ impl Progress {
             return;
         }
         let text = format!(
-            "[{:>5.0}s] stage {}/{}  users {}/{}  sockets {}  msgs/s {}  upd/s {}  p99 {:.1}ms  errors {}",
+            "[{:>5.0}s] stage {}/{}  users {}/{}  sockets {}  msgs/s {}  upd/s {}  p99 {:.1}ms  errors/s {}",
             s.t_s,
             s.stage + 1,
             stages,
@@ -241,5 +262,36 @@ impl Progress {
         if self.enabled && self.tty {
             eprintln!();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: u64, updates: u64) -> (Duration, Snapshot) {
+        (Duration::from_secs(s), Snapshot { updates, ..Snapshot::default() })
+    }
+
+    #[test]
+    fn the_interval_straddling_the_warmup_is_not_measured() {
+        let warmup = Duration::from_millis(2500);
+        let mut w = Window::new(warmup);
+        let measured: Vec<bool> = [at(1, 10), at(2, 20), at(3, 30), at(4, 40), at(5, 50)]
+            .iter()
+            .map(|(t, n)| w.sample(*t, warmup, *n))
+            .collect();
+        // [2 s, 3 s] began before the 2.5 s warm-up ended: out. [3, 4] and [4, 5]: in.
+        assert_eq!(measured, [false, false, false, true, true]);
+        let (from_s, base) = w.from.unwrap();
+        assert_eq!(from_s, 3.0);
+        assert_eq!(50 - base.updates, 20, "two measured seconds of 10 updates");
+    }
+
+    #[test]
+    fn without_warmup_everything_is_measured() {
+        let mut w = Window::new(Duration::ZERO);
+        assert!(w.sample(Duration::from_secs(1), Duration::ZERO, Snapshot::default()));
+        assert_eq!(w.from.map(|(t, s)| (t, s.updates)), Some((0.0, 0)));
     }
 }
