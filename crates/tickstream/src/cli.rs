@@ -24,6 +24,8 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Publish simulated prices into Redis.
     Feed(FeedArgs),
+    /// Load generator: virtual users that create sessions and hold WebSockets, in k6-like stages.
+    Load(tickstream_load::LoadArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

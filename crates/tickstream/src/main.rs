@@ -14,6 +14,7 @@ use tickstream_telemetry::logging;
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Load(args) => load(args).await,
         Command::Serve(args) => {
             run(&args.common, serve::start(&args), |r| {
                 // A stable line on stdout for scripts and tests; logs go to stderr.
@@ -108,6 +109,17 @@ async fn run<R: Stoppable>(
         Err(e) => {
             tracing::error!(error = %e, "server failed");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn load(args: tickstream_load::LoadArgs) -> ExitCode {
+    match tickstream_load::main(args).await {
+        Ok(tickstream_load::Outcome::Passed) => ExitCode::SUCCESS,
+        Ok(tickstream_load::Outcome::ThresholdsFailed) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("tickstream load: {e}");
+            ExitCode::from(2)
         }
     }
 }
