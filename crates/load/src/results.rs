@@ -319,7 +319,8 @@ impl Results {
         }
         for v in &self.thresholds {
             let mark = if v.passed { "✓" } else { "✗" };
-            line(&mut s, "threshold", format!("{mark} {} (value {:.3})", v.threshold, v.value));
+            let value = v.value.map_or_else(|| "no data".to_owned(), |x| format!("value {x:.3}"));
+            line(&mut s, "threshold", format!("{mark} {} ({value})", v.threshold));
         }
         s
     }

@@ -72,28 +72,31 @@ impl Metric {
         METRICS.iter().find(|(_, m)| *m == self).map_or("?", |(n, _)| n)
     }
 
-    /// The metric's value in `r` (ms for latencies, % for ratios).
-    pub fn value(self, r: &Results) -> f64 {
+    /// The metric's value in `r` (ms for latencies, % for ratios); `None` when the run has no
+    /// data for it (no update received, no flow, no attempt): an empty histogram's 0 ms or an
+    /// empty ratio's 100 % would pass any threshold while measuring nothing.
+    pub fn value(self, r: &Results) -> Option<f64> {
+        let latency = |p: &crate::hist::Percentiles, v: f64| (p.count > 0).then_some(v);
         match self {
-            Metric::P50Latency => r.e2e.p50_ms,
-            Metric::P90Latency => r.e2e.p90_ms,
-            Metric::P99Latency => r.e2e.p99_ms,
-            Metric::MaxLatency => r.e2e.max_ms,
-            Metric::SessionP99 => r.session_latency.p99_ms,
-            Metric::ConnectP99 => r.connect_latency.p99_ms,
-            Metric::Availability => r.availability_pct(),
+            Metric::P50Latency => latency(&r.e2e, r.e2e.p50_ms),
+            Metric::P90Latency => latency(&r.e2e, r.e2e.p90_ms),
+            Metric::P99Latency => latency(&r.e2e, r.e2e.p99_ms),
+            Metric::MaxLatency => latency(&r.e2e, r.e2e.max_ms),
+            Metric::SessionP99 => latency(&r.session_latency, r.session_latency.p99_ms),
+            Metric::ConnectP99 => latency(&r.connect_latency, r.connect_latency.p99_ms),
+            Metric::Availability => (r.flows > 0).then(|| r.availability_pct()),
             Metric::SessionSuccess => pct(r.sessions_ok, r.sessions_ok + r.sessions_failed),
             Metric::WsSuccess => pct(r.ws_ok, r.ws_ok + r.ws_failed),
-            Metric::Errors => r.errors_total() as f64,
-            Metric::PeakSockets => r.peak_sockets as f64,
-            Metric::UpdatesPerS => r.updates_per_s(),
-            Metric::MessagesPerS => r.messages_per_s(),
+            Metric::Errors => Some(r.errors_total() as f64),
+            Metric::PeakSockets => Some(r.peak_sockets as f64),
+            Metric::UpdatesPerS => Some(r.updates_per_s()),
+            Metric::MessagesPerS => Some(r.messages_per_s()),
         }
     }
 }
 
-fn pct(ok: u64, all: u64) -> f64 {
-    if all == 0 { 100.0 } else { ok as f64 * 100.0 / all as f64 }
+fn pct(ok: u64, all: u64) -> Option<f64> {
+    (all > 0).then(|| ok as f64 * 100.0 / all as f64)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,14 +194,16 @@ impl fmt::Display for Threshold {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {
     pub threshold: String,
-    pub value: f64,
+    /// `None`: the run measured nothing for this metric, which fails the threshold.
+    pub value: Option<f64>,
     pub passed: bool,
 }
 
 impl Threshold {
     pub fn evaluate(&self, r: &Results) -> Verdict {
         let value = self.metric.value(r);
-        Verdict { threshold: self.to_string(), value, passed: self.op.holds(value, self.limit) }
+        let passed = value.is_some_and(|v| self.op.holds(v, self.limit));
+        Verdict { threshold: self.to_string(), value, passed }
     }
 }
 
@@ -251,8 +256,22 @@ mod tests {
         assert!(t("p99_latency<100ms").evaluate(&r).passed);
         assert!(t("p50_latency<=51ms").evaluate(&r).passed);
         let v = t("availability>=99.9").evaluate(&r);
-        assert!(!v.passed && (v.value - 99.8).abs() < 1e-9, "{v:?}");
+        assert!(!v.passed && (v.value.unwrap() - 99.8).abs() < 1e-9, "{v:?}");
         assert!(t("availability>=99.8").evaluate(&r).passed);
         assert!(t("errors==0").evaluate(&r).passed, "no error kinds were recorded");
+    }
+
+    #[test]
+    fn a_run_that_measured_nothing_fails_its_thresholds() {
+        // No update received, no flow, no attempt: an empty histogram reads 0 ms and an empty
+        // ratio 100 %, which would pass anything.
+        let r = Results::empty();
+        for rule in
+            ["p99_latency<10ms", "max_latency<1s", "availability>=99.9", "session_p99<1s", "ws_success>=99"]
+        {
+            let v = t(rule).evaluate(&r);
+            assert!(!v.passed && v.value.is_none(), "{rule}: {v:?}");
+        }
+        assert!(t("errors==0").evaluate(&r).passed, "a count of zero is a measurement");
     }
 }

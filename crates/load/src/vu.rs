@@ -71,8 +71,13 @@ pub async fn user(ctx: Arc<Ctx>, id: u64, stop: CancellationToken) {
     let _user = ctx.live.hold_user();
     let mut failures: u32 = 0;
     while !stop.is_cancelled() {
-        ctx.live.flows.fetch_add(1, Relaxed);
-        match flow(&ctx, id, &stop).await {
+        // A flow is counted once it has an outcome: one cut short by the end of the run (or a
+        // falling stage) before it was established is neither a success nor a failure.
+        let outcome = flow(&ctx, id, &stop).await;
+        if !matches!(outcome, Outcome::Cancelled) {
+            ctx.live.flows.fetch_add(1, Relaxed);
+        }
+        match outcome {
             Outcome::Left | Outcome::Cancelled => return,
             Outcome::Failed(kind) => {
                 ctx.live.flows_failed.fetch_add(1, Relaxed);
