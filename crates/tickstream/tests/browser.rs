@@ -180,6 +180,40 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
     assert_eq!(node.session_tickers(&http, &first).await, json!(["AAPL", "NVDA"]));
     assert_eq!(session_id(&browser).await, first, "add/remove must not replace the session");
 
+    // The socket dies while the session lives (the watchdog gives up on a silent socket), and a
+    // ticker is removed while offline: the page resumes the same session and tells the server.
+    browser
+        .exec(
+            "window.__states = []; stream.lastHeard = 0; stream.watchdog(); \
+             stream.remove('NVDA'); board.removeRow('NVDA');",
+            json!([]),
+        )
+        .await;
+    browser
+        .wait_for("reconnecting", WAIT, "return window.__states.includes('reconnecting')", json!([]))
+        .await;
+    wait_live(&browser).await;
+    assert_eq!(session_id(&browser).await, first, "a live session is resumed, not replaced");
+    for _ in 0..100 {
+        if node.session_tickers(&http, &first).await == json!(["AAPL"]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        node.session_tickers(&http, &first).await,
+        json!(["AAPL"]),
+        "the offline removal reached the server"
+    );
+    browser.type_into("#ticker-input", "NVDA\u{E007}").await;
+    for _ in 0..100 {
+        if node.session_tickers(&http, &first).await == json!(["AAPL", "NVDA"]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(node.session_tickers(&http, &first).await, json!(["AAPL", "NVDA"]));
+
     // DELETE the session: the socket closes with 4404 and the page creates a new one, same tickers.
     let r = http.delete(node.url(&format!("/api/v1/sessions/{first}"))).send().await.expect("delete");
     assert_eq!(r.status(), 204);
@@ -251,6 +285,18 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
     wait_live(&browser).await;
     wait_price(&browser, "AAPL", "105.00").await;
     assert_eq!(browser.exec("return window.__marker", json!([])).await, "no reload");
+
+    // Another client takes the session over (4409): the page says so and does not fight back.
+    let taken = session_id(&browser).await;
+    let ws_url = node.url(&format!("/ws?session_id={taken}")).replacen("http://", "ws://", 1);
+    let (_other, _) = tokio_tungstenite::connect_async(ws_url).await.expect("second socket");
+    let replaced = "return document.getElementById('state').dataset.state === 'replaced'";
+    browser.wait_for("the replaced state", WAIT, replaced, json!([])).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = browser
+        .exec("return [document.getElementById('state').dataset.state, stream.timer, stream.ws]", json!([]))
+        .await;
+    assert_eq!(after, json!(["replaced", null, null]), "a replaced page must not reconnect");
 
     browser.quit().await;
 }
