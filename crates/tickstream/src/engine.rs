@@ -4,7 +4,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tickstream_broker::{Broker, RedisBroker, SessionStore};
 use tickstream_engine::Engine;
 use tickstream_rpc::GrpcServerConfig;
 use tickstream_telemetry::Metrics;
@@ -13,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::EngineArgs;
 use crate::node::{Handle, bind, invalid, spawn_metrics_server};
-use crate::serve::{engine_config, redis_config};
+use crate::serve::{engine_config, redis_node};
 
 /// A running engine.
 #[derive(Debug)]
@@ -34,15 +33,8 @@ pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
-    let redis = RedisBroker::start(
-        redis_config(&args.redis, args.sessions.max_symbols),
-        Arc::clone(&metrics),
-        &background,
-        shutdown.clone(),
-    )
-    .map_err(|e| invalid(e.to_string()))?;
-    let broker: Arc<dyn Broker> = Arc::new(redis.clone());
-    let store: Arc<dyn SessionStore> = Arc::new(redis);
+    let (broker, store) =
+        redis_node(&args.redis, args.sessions.max_symbols, &metrics, &background, &shutdown)?;
     let engine = Engine::with_store(engine_config(&args.sessions), broker, store, Arc::clone(&metrics));
     engine.spawn_sweeper(&background, shutdown.clone());
 

@@ -4,7 +4,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tickstream_broker::{Broker, RedisBroker};
 use tickstream_feed::{FeedConfig, SimulatedFeed};
 use tickstream_telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
@@ -12,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::FeedArgs;
 use crate::node::{Handle, bind, invalid, spawn_metrics_server};
-use crate::serve::redis_config;
+use crate::serve::redis_node;
 
 /// A running feed.
 #[derive(Debug)]
@@ -31,14 +30,8 @@ pub async fn start(args: &FeedArgs) -> io::Result<RunningFeed> {
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
-    let redis = RedisBroker::start(
-        redis_config(&args.redis, args.sim.tickers.max(1)),
-        Arc::clone(&metrics),
-        &background,
-        shutdown.clone(),
-    )
-    .map_err(|e| invalid(e.to_string()))?;
-    let broker: Arc<dyn Broker> = Arc::new(redis);
+    let (broker, _store) =
+        redis_node(&args.redis, args.sim.tickers.max(1), &metrics, &background, &shutdown)?;
     let feed = SimulatedFeed::new(&FeedConfig {
         tickers: args.sim.tickers,
         rate: args.sim.feed_rate,

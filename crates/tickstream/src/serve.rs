@@ -51,8 +51,18 @@ pub(crate) fn engine_config(opts: &SessionOpts) -> EngineConfig {
     }
 }
 
-pub(crate) fn redis_config(url: &str, max_symbols: usize) -> RedisConfig {
-    RedisConfig { max_symbols, ..RedisConfig::new(url) }
+/// A node's Redis broker, as the broker and as the session store (one value, two roles).
+pub(crate) fn redis_node(
+    url: &str,
+    max_symbols: usize,
+    metrics: &Arc<Metrics>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> io::Result<(Arc<dyn Broker>, Arc<dyn SessionStore>)> {
+    let config = RedisConfig { max_symbols, ..RedisConfig::new(url) };
+    let redis = RedisBroker::start(config, Arc::clone(metrics), tracker, shutdown.clone())
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok((Arc::new(redis.clone()), Arc::new(redis)))
 }
 
 /// Binds and starts a `serve` node.
@@ -71,15 +81,8 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
             (broker, engine)
         }
         Some(url) => {
-            let redis = RedisBroker::start(
-                redis_config(url, args.sessions.max_symbols),
-                Arc::clone(&metrics),
-                &background,
-                shutdown.clone(),
-            )
-            .map_err(|e| invalid(e.to_string()))?;
-            let broker: Arc<dyn Broker> = Arc::new(redis.clone());
-            let store: Arc<dyn SessionStore> = Arc::new(redis);
+            let (broker, store) =
+                redis_node(url, args.sessions.max_symbols, &metrics, &background, &shutdown)?;
             let engine = Engine::with_store(
                 engine_config(&args.sessions),
                 broker.clone(),

@@ -124,6 +124,9 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
         )
         .await;
     assert_eq!(ceilings, json!([[499, 0], [999, 0], [1999, 0], [14999, 0], [14999, 0]]));
+    // The policy is checked above; the recovery steps below run with a 2 s ceiling, so that a
+    // backoff grown over several failures in quick succession fits the steps' waits.
+    browser.exec("BACKOFF.capMs = 2000", json!([])).await;
     wait_price(&browser, "AAPL", "100.00").await;
     wait_price(&browser, "MSFT", "200.00").await;
     node.publish(&http, &[("AAPL", 101.5)]).await;
