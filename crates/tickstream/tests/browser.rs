@@ -187,7 +187,7 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
     // ticker is removed while offline: the page resumes the same session and tells the server.
     browser
         .exec(
-            "window.__states = []; stream.lastHeard = 0; stream.watchdog(); \
+            "window.__states = []; stream.pingSentAt = 1; stream.lastHeard = 0; stream.watchdog(); \
              stream.remove('NVDA'); board.removeRow('NVDA');",
             json!([]),
         )
