@@ -186,15 +186,21 @@ fn request<T>(msg: T, timeout: Duration) -> Request<T> {
     req
 }
 
-/// A hash every gateway computes alike: FNV-1a of the session id, mixed with the engine index by
-/// the SplitMix64 finaliser (FNV alone spreads the last bytes poorly).
-fn rendezvous_score(id: SessionId, engine: usize) -> u64 {
+/// FNV-1a of the session id's text: a hash every gateway computes alike. Also picks the
+/// connection (of an engine's few) a session's calls use.
+fn session_hash(id: SessionId) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.to_string().bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    let mut z = h ^ (engine as u64).wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    h
+}
+
+/// A session's weight on an engine: its hash mixed with the engine index by the SplitMix64
+/// finaliser (FNV alone spreads the last bytes poorly).
+fn rendezvous_score(session_hash: u64, engine: usize) -> u64 {
+    let mut z = session_hash ^ (engine as u64).wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
@@ -234,12 +240,13 @@ impl Inner {
     /// Engines to try for a session: reachable ones in its rendezvous order, then the rest (a
     /// down mark may be stale), with `last` (the one that just failed) at the very end.
     fn order_for(&self, id: SessionId, last: Option<usize>) -> Vec<usize> {
+        let hash = session_hash(id);
         let mut order: Vec<usize> = (0..self.engines.len()).collect();
-        order.sort_by_key(|&i| {
+        order.sort_by_cached_key(|&i| {
             (
                 Some(i) == last,
                 !self.engines[i].up.load(Ordering::Relaxed),
-                std::cmp::Reverse(rendezvous_score(id, i)),
+                std::cmp::Reverse(rendezvous_score(hash, i)),
             )
         });
         order
@@ -266,18 +273,57 @@ impl Inner {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
+        self.first_taker(order, key, |_| false, f).await.map(|(_, answer)| answer)
+    }
+
+    /// Opens a session's stream on the first engine of its order that takes it. Besides
+    /// transport failures, an engine that is full or cannot serve now (draining, its Redis
+    /// away) passes the session on: another may take it.
+    async fn open(
+        &self,
+        id: SessionId,
+        last: Option<usize>,
+    ) -> Result<(usize, Streaming<pb::PriceUpdate>), ServiceError> {
+        let passes_on =
+            |e: &ServiceError| matches!(e, ServiceError::SessionLimit { .. } | ServiceError::Unavailable(_));
+        // No deadline on the request itself: the stream lives as long as its socket. Only
+        // getting the answer is bounded (by `call_timeout`, in `first_taker`).
+        self.first_taker(self.order_for(id, last), session_hash(id), passes_on, |mut c| async move {
+            c.stream_price_updates(Request::new(pb::StreamPriceUpdatesRequest { session_id: id.to_string() }))
+                .await
+        })
+        .await
+    }
+
+    /// Tries `f` on each engine of `order` within `call_timeout` each: the first answer wins,
+    /// unless it is an error that `passes_on`. A transport failure or a timeout marks the engine
+    /// down and moves on.
+    async fn first_taker<T, F, Fut>(
+        &self,
+        order: Vec<usize>,
+        key: u64,
+        passes_on: impl Fn(&ServiceError) -> bool,
+        f: F,
+    ) -> Result<(usize, T), ServiceError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
         let mut last = ServiceError::Unavailable("no engine reachable".into());
         for idx in order {
             match tokio::time::timeout(self.config.call_timeout, f(self.client(idx, key))).await {
                 Ok(Ok(resp)) => {
                     self.mark(idx, true);
-                    return Ok(resp.into_inner());
+                    return Ok((idx, resp.into_inner()));
                 }
                 Ok(Err(status)) if is_transport(&status) => {
                     self.mark(idx, false);
                     last = from_status(&status);
                 }
-                Ok(Err(status)) => return Err(from_status(&status)),
+                Ok(Err(status)) => match from_status(&status) {
+                    e if passes_on(&e) => last = e,
+                    e => return Err(e),
+                },
                 Err(_) => {
                     self.mark(idx, false);
                     last = ServiceError::Unavailable("engine call timed out".into());
@@ -285,40 +331,6 @@ impl Inner {
             }
         }
         Err(last)
-    }
-
-    /// Opens a session's stream on the first engine of its order that takes it.
-    async fn open(
-        &self,
-        id: SessionId,
-        last: Option<usize>,
-    ) -> Result<(usize, Streaming<pb::PriceUpdate>), ServiceError> {
-        let key = rendezvous_score(id, usize::MAX);
-        let mut error = ServiceError::Unavailable("no engine reachable".into());
-        for idx in self.order_for(id, last) {
-            let mut client = self.client(idx, key);
-            let req = Request::new(pb::StreamPriceUpdatesRequest { session_id: id.to_string() });
-            match tokio::time::timeout(self.config.call_timeout, client.stream_price_updates(req)).await {
-                Ok(Ok(resp)) => {
-                    self.mark(idx, true);
-                    return Ok((idx, resp.into_inner()));
-                }
-                Ok(Err(status)) if is_transport(&status) => {
-                    self.mark(idx, false);
-                    error = from_status(&status);
-                }
-                // This engine cannot take it (full, draining, its Redis away); another may.
-                Ok(Err(status)) => match from_status(&status) {
-                    e @ (ServiceError::SessionLimit { .. } | ServiceError::Unavailable(_)) => error = e,
-                    e => return Err(e),
-                },
-                Err(_) => {
-                    self.mark(idx, false);
-                    error = ServiceError::Unavailable("opening the stream timed out".into());
-                }
-            }
-        }
-        Err(error)
     }
 
     /// After a stream's engine failed: keep trying every engine (with jittered backoff) until
@@ -460,7 +472,7 @@ impl MonitoringService for RemoteEngine {
         let timeout = self.inner.config.call_timeout;
         let session = self
             .inner
-            .call(self.inner.order_for(id, None), rendezvous_score(id, usize::MAX), |mut c| {
+            .call(self.inner.order_for(id, None), session_hash(id), |mut c| {
                 let msg = msg.clone();
                 async move { c.get_session(request(msg, timeout)).await }
             })
@@ -472,7 +484,7 @@ impl MonitoringService for RemoteEngine {
         let msg = pb::SessionRef { session_id: id.to_string() };
         let timeout = self.inner.config.call_timeout;
         self.inner
-            .call(self.inner.order_for(id, None), rendezvous_score(id, usize::MAX), |mut c| {
+            .call(self.inner.order_for(id, None), session_hash(id), |mut c| {
                 let msg = msg.clone();
                 async move { c.end_session(request(msg, timeout)).await }
             })
@@ -506,7 +518,7 @@ impl MonitoringService for RemoteEngine {
         let timeout = self.inner.config.call_timeout;
         let resp = self
             .inner
-            .call(order, rendezvous_score(id, usize::MAX), |mut c| {
+            .call(order, session_hash(id), |mut c| {
                 let msg = msg.clone();
                 async move { c.update_tickers(request(msg, timeout)).await }
             })

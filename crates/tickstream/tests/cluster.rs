@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::cluster::{EdgeNode, EngineNode, Redis, eventually, metric};
-use common::{close_code, next_json};
+use common::{close_code, next_json, price_round, publish_until_writer_blocks, read_until_latest};
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
 use rand::seq::IndexedRandom;
@@ -94,6 +94,21 @@ async fn ready(http: &reqwest::Client, g: &EdgeNode) {
     .await;
 }
 
+/// Two engines (started with `engine_flags`) and two gateways over both, ready to serve.
+async fn two_engines_two_gateways(
+    redis: &Redis,
+    http: &reqwest::Client,
+    engine_flags: &[&str],
+) -> (EngineNode, EngineNode, EdgeNode, EdgeNode) {
+    let e1 = EngineNode::start(redis, engine_flags);
+    let e2 = EngineNode::start(redis, engine_flags);
+    let ga = EdgeNode::gateway(&[&e1, &e2], &[]);
+    let gb = EdgeNode::gateway(&[&e1, &e2], &[]);
+    ready(http, &ga).await;
+    ready(http, &gb).await;
+    (e1, e2, ga, gb)
+}
+
 /// Everything a deployment leaves in Redis and in its nodes once every client has gone.
 async fn assert_all_released(redis: &Redis, engines: &[&EngineNode], gateways: &[&EdgeNode]) {
     eventually("no price channel subscribed", || async { redis.price_channels().await.is_empty() }).await;
@@ -110,13 +125,8 @@ async fn assert_all_released(redis: &Redis, engines: &[&EngineNode], gateways: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_and_prices_cross_nodes_with_one_subscription_per_node() {
     let redis = Redis::start().await;
-    let e1 = EngineNode::start(&redis, &["--session-ttl", "1s"]);
-    let e2 = EngineNode::start(&redis, &["--session-ttl", "1s"]);
-    let ga = EdgeNode::gateway(&[&e1, &e2], &[]);
-    let gb = EdgeNode::gateway(&[&e1, &e2], &[]);
     let http = reqwest::Client::new();
-    ready(&http, &ga).await;
-    ready(&http, &gb).await;
+    let (e1, e2, ga, gb) = two_engines_two_gateways(&redis, &http, &["--session-ttl", "1s"]).await;
 
     // Sessions created through one gateway, described by and streamed through the other.
     let mut sockets = Vec::new();
@@ -258,13 +268,8 @@ async fn engine_killed_mid_stream_moves_streams_and_none_left_closes_with_1013()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_across_nodes_leaves_no_subscription_record_or_task() {
     let redis = Redis::start().await;
-    let e1 = EngineNode::start(&redis, &["--session-ttl", "1s"]);
-    let e2 = EngineNode::start(&redis, &["--session-ttl", "1s"]);
-    let ga = EdgeNode::gateway(&[&e1, &e2], &[]);
-    let gb = EdgeNode::gateway(&[&e1, &e2], &[]);
     let http = reqwest::Client::new();
-    ready(&http, &ga).await;
-    ready(&http, &gb).await;
+    let (e1, e2, ga, gb) = two_engines_two_gateways(&redis, &http, &["--session-ttl", "1s"]).await;
     let gateways = [&ga, &gb];
     let universe: Vec<String> = (0..20).map(|i| format!("T{i}")).collect();
 
@@ -481,31 +486,13 @@ async fn stalled_client_behind_a_gateway_is_conflated_on_the_engine() {
     let mut round = 0u32;
     let mut publish_round = async |last: &mut HashMap<String, f64>| {
         round += 1;
-        let batch: Vec<Value> = (0..1000u32)
-            .map(|i| {
-                let ticker = &tickers[i as usize % TICKERS];
-                let price = f64::from(round * 1000 + i + 1) / 100.0;
-                last.insert(ticker.clone(), price);
-                json!({"ticker": ticker, "price": price})
-            })
-            .collect();
+        let batch = price_round(&tickers, round, last);
         let r = http.post(format!("{}/api/v1/prices", gateway.base)).json(&batch).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::ACCEPTED);
     };
     let sent = async || metric(&gateway.base, "tickstream_ws_messages_sent_total").await;
-    let mut unchanged = 0;
-    let mut before = sent().await;
-    for _ in 0..500 {
-        publish_round(&mut last).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let now = sent().await;
-        unchanged = if now == before { unchanged + 1 } else { 0 };
-        before = now;
-        if unchanged == 3 {
-            break;
-        }
-    }
-    assert_eq!(unchanged, 3, "the gateway's writer never blocked");
+    let blocked = publish_until_writer_blocks(async || publish_round(&mut last).await, sent).await;
+    assert!(blocked, "the gateway's writer never blocked");
 
     // A 202 means Redis took the prices; the engine reads them a moment later. Counters are
     // compared only once it has read every one, so nothing is still arriving.
@@ -541,19 +528,7 @@ async fn stalled_client_behind_a_gateway_is_conflated_on_the_engine() {
 
     let delivered = async || metric(&gateway.base, "tickstream_updates_delivered_total").await;
     let stalled_at = delivered().await;
-    let mut seen: HashMap<String, f64> = HashMap::new();
-    while seen != last {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("latest prices arrive")
-            .unwrap()
-            .unwrap();
-        let Message::Text(text) = msg else { continue };
-        let v: Value = serde_json::from_str(&text).unwrap();
-        for p in v["prices"].as_array().unwrap() {
-            seen.insert(p["ticker"].as_str().unwrap().to_owned(), p["price"].as_f64().unwrap());
-        }
-    }
+    read_until_latest(&mut ws, &last).await;
     // What reaches the client after it resumes is what the buffers held, bounded by bytes: the
     // blocked write (≤ 1,000 updates), the 32 KiB stream window and hyper's queued and held
     // chunks (tonic packs up to 32 KiB each; ~26 bytes per update), then the conflated rest

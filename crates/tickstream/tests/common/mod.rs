@@ -191,3 +191,66 @@ pub fn tickers_of(msg: &Value) -> Vec<String> {
     v.sort();
     v
 }
+
+/// One round of 1,000 distinct prices spread over `tickers` (round `round` ≥ 1), recorded in
+/// `last` as the latest price of each ticker: the body of one `POST /api/v1/prices`.
+pub fn price_round(
+    tickers: &[String],
+    round: u32,
+    last: &mut std::collections::HashMap<String, f64>,
+) -> Value {
+    let batch: Vec<Value> = (0..1000u32)
+        .map(|i| {
+            let ticker = &tickers[i as usize % tickers.len()];
+            let price = f64::from(round * 1000 + i + 1) / 100.0;
+            last.insert(ticker.clone(), price);
+            serde_json::json!({"ticker": ticker, "price": price})
+        })
+        .collect();
+    Value::Array(batch)
+}
+
+/// Reads data messages until every ticker of `last` has been seen at its latest price (10 s
+/// per message at most).
+pub async fn read_until_latest<S>(ws: &mut WebSocketStream<S>, last: &std::collections::HashMap<String, f64>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut seen = std::collections::HashMap::new();
+    while &seen != last {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("latest prices arrive")
+            .expect("stream open")
+            .expect("no error");
+        let Message::Text(text) = msg else { continue };
+        let v: Value = serde_json::from_str(&text).expect("json");
+        for p in v["prices"].as_array().expect("prices") {
+            seen.insert(
+                p["ticker"].as_str().expect("ticker").to_owned(),
+                p["price"].as_f64().expect("price"),
+            );
+        }
+    }
+}
+
+/// Publishes rounds (every 20 ms) until the server's writer for a stalled reader is blocked:
+/// its sent-messages counter stays still for three rounds in a row. False if it never does.
+pub async fn publish_until_writer_blocks(
+    mut publish: impl AsyncFnMut(),
+    sent: impl AsyncFn() -> i64,
+) -> bool {
+    let mut unchanged = 0;
+    let mut before = sent().await;
+    for _ in 0..500 {
+        publish().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = sent().await;
+        unchanged = if now == before { unchanged + 1 } else { 0 };
+        before = now;
+        if unchanged == 3 {
+            return true;
+        }
+    }
+    false
+}
