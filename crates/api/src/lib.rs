@@ -6,14 +6,22 @@
 //! - [`session`]: session ids and what a client may learn about a session;
 //! - [`service`]: [`MonitoringService`], the seam the gateway calls. The engine implements it
 //!   in-process today; a gRPC client (`RealTimePriceMonitoringService`) implements it later, so the
-//!   gateway never depends on where the engine runs.
+//!   gateway never depends on where the engine runs;
+//! - [`universe`]: the simulated ticker universe (shared by the feed and the load generator);
+//! - [`backoff`], [`duration`]: the retry curve and the duration syntax every crate uses.
 
+pub mod backoff;
+pub mod duration;
 pub mod service;
 pub mod session;
 pub mod tick;
 pub mod ticker;
+pub mod universe;
 
+pub use backoff::Backoff;
+pub use duration::{format_duration, parse_duration};
 pub use service::{CloseReason, MonitoringService, ServiceError, SessionEvent, StartRequest};
 pub use session::{SessionId, SessionInfo, SessionState};
 pub use tick::{SharedTick, Tick, TickError, now_ms};
 pub use ticker::{Ticker, TickerError, normalize_tickers};
+pub use universe::universe;

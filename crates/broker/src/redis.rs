@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink, PubSubStream};
 use serde::Deserialize;
-use tickstream_api::{SessionId, SharedTick, Tick, Ticker, now_ms};
+use tickstream_api::{Backoff, SessionId, SharedTick, Tick, Ticker, now_ms};
 use tickstream_telemetry::Metrics;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -480,14 +480,14 @@ impl Shared {
 /// The node's Pub/Sub connection: connect, subscribe everything wanted, read and reconcile until
 /// the connection drops, then start over with backoff.
 async fn run_subscriber(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let mut backoff = BACKOFF_MIN;
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     let mut connected_before = false;
     loop {
         let outcome = match connect(&shared, &shutdown).await {
             Err(Outcome::Shutdown) => return,
             Err(Outcome::Lost(why)) => Outcome::Lost(why),
             Ok((mut sink, mut stream)) => {
-                backoff = BACKOFF_MIN;
+                backoff.reset();
                 if connected_before {
                     tracing::info!("redis: subscriber reconnected; restoring subscriptions and sessions");
                     if let Some(listener) = shared.listener.get() {
@@ -508,11 +508,11 @@ async fn run_subscriber(shared: Arc<Shared>, shutdown: CancellationToken) {
         match outcome {
             Outcome::Shutdown => return,
             Outcome::Lost(why) => {
-                tracing::warn!(error = %why, retry_in = ?backoff, "redis: subscriber disconnected; reconnecting");
-                if !sleep_or_shutdown(jitter(backoff), &shutdown).await {
+                let pause = backoff.next_delay();
+                tracing::warn!(error = %why, retry_in = ?pause, "redis: subscriber disconnected; reconnecting");
+                if !sleep_or_shutdown(pause, &shutdown).await {
                     return;
                 }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
@@ -623,10 +623,6 @@ async fn serve_connection(
             }
         }
     }
-}
-
-fn jitter(d: Duration) -> Duration {
-    d.mul_f64(rand::rng().random_range(0.5..=1.0))
 }
 
 async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {

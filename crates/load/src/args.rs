@@ -8,9 +8,7 @@ use clap::{Parser, ValueEnum};
 use crate::stages::{Profile, Schedule, Stage};
 use crate::threshold::Threshold;
 
-fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
-    humantime::parse_duration(s)
-}
+use tickstream_api::parse_duration as duration;
 
 /// What the generator talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::hist::{Hist, Percentiles};
 use crate::stages::Schedule;
-use crate::threshold::Verdict;
 
 /// Format version of the JSON.
 pub const VERSION: u32 = 1;
@@ -86,6 +85,15 @@ pub struct Results {
     pub generator: Vec<GeneratorCost>,
     #[serde(default)]
     pub thresholds: Vec<Verdict>,
+}
+
+/// The outcome of one threshold on one run (computed by `crate::threshold`, carried here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub threshold: String,
+    /// `None`: the run measured nothing for this metric, which fails the threshold.
+    pub value: Option<f64>,
+    pub passed: bool,
 }
 
 impl Results {

@@ -51,7 +51,7 @@ pub async fn run(args: &LoadArgs) -> Result<Results, LoadError> {
         .build()
         .map_err(|e| LoadError::Target(e.to_string()))?;
     let universe: Vec<String> =
-        tickstream_feed::universe(args.universe).iter().map(ToString::to_string).collect();
+        tickstream_api::universe(args.universe).iter().map(ToString::to_string).collect();
     let base = args.target.trim_end_matches('/').to_owned();
     let start_rss = net::rss_bytes();
     let start_cpu = net::cpu_seconds();

@@ -42,7 +42,7 @@ impl FromStr for Stage {
     fn from_str(s: &str) -> Result<Self, String> {
         let (d, t) = s.split_once(':').ok_or_else(|| format!("stage `{s}`: expected DURATION:TARGET"))?;
         let duration =
-            humantime::parse_duration(d.trim()).map_err(|e| format!("stage `{s}`: duration `{d}`: {e}"))?;
+            tickstream_api::parse_duration(d).map_err(|e| format!("stage `{s}`: duration `{d}`: {e}"))?;
         let target: u32 =
             t.trim().parse().map_err(|_| format!("stage `{s}`: target `{t}` is not a count"))?;
         if target > MAX_TARGET {

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::results::Results;
+use crate::results::{Results, Verdict};
 
 /// What a threshold measures; latencies compare in milliseconds, rates per second, ratios in %.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,15 +188,6 @@ impl fmt::Display for Threshold {
         };
         write!(f, "{}{}{}{unit}", self.metric.name(), self.op.symbol(), self.limit)
     }
-}
-
-/// The outcome of one threshold on one run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Verdict {
-    pub threshold: String,
-    /// `None`: the run measured nothing for this metric, which fails the threshold.
-    pub value: Option<f64>,
-    pub passed: bool,
 }
 
 impl Threshold {

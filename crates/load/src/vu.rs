@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use rand::Rng;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -17,15 +16,19 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{WebSocketStream, client_async_with_config};
 use tokio_util::sync::CancellationToken;
 
+use tickstream_api::Backoff;
+
 use crate::args::Peer;
 use crate::live::Live;
 use crate::net::{self, Sources};
 
 /// Longest wait for the server's close frame after ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// Backoff after a failed flow: BASE × 2^failures (capped), times a jitter in [0.5, 1.5).
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Backoff after a failed flow: 100 ms × 2^failures, capped at 5 s, times a jitter in [0.5, 1.5)
+/// (centred on the nominal delay, so a generator's retry rate reads as its nominal curve).
+fn failure_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).with_jitter(0.5..1.5)
+}
 
 /// What every user shares.
 #[derive(Debug)]
@@ -69,7 +72,7 @@ enum Outcome {
 /// Runs user `id` until `stop` is cancelled.
 pub async fn user(ctx: Arc<Ctx>, id: u64, stop: CancellationToken) {
     let _user = ctx.live.hold_user();
-    let mut failures: u32 = 0;
+    let mut backoff = failure_backoff();
     while !stop.is_cancelled() {
         // A flow is counted once it has an outcome: one cut short by the end of the run (or a
         // falling stage) before it was established is neither a success nor a failure.
@@ -82,11 +85,8 @@ pub async fn user(ctx: Arc<Ctx>, id: u64, stop: CancellationToken) {
             Outcome::Failed(kind) => {
                 ctx.live.flows_failed.fetch_add(1, Relaxed);
                 ctx.live.error(&kind);
-                let backoff = BACKOFF_BASE.saturating_mul(1 << failures.min(6)).min(BACKOFF_MAX);
-                let jitter = rand::rng().random_range(0.5..1.5);
-                failures = failures.saturating_add(1);
                 tokio::select! {
-                    () = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+                    () = tokio::time::sleep(backoff.next_delay()) => {}
                     () = stop.cancelled() => return,
                 }
             }

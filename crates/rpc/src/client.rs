@@ -26,8 +26,8 @@ use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
 use rand::Rng;
 use tickstream_api::{
-    CloseReason, MonitoringService, ServiceError, SessionEvent, SessionId, SessionInfo, StartRequest, Tick,
-    Ticker,
+    Backoff, CloseReason, MonitoringService, ServiceError, SessionEvent, SessionId, SessionInfo,
+    StartRequest, Tick, Ticker,
 };
 use tickstream_telemetry::Metrics;
 use tokio::time::Instant;
@@ -341,16 +341,15 @@ impl Inner {
         failed: usize,
     ) -> Result<(usize, Streaming<pb::PriceUpdate>), ServiceError> {
         let deadline = Instant::now() + self.config.failover_timeout;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
         loop {
             match self.open(id, Some(failed)).await {
                 Ok(found) => return Ok(found),
                 Err(ServiceError::SessionNotFound) => return Err(ServiceError::SessionNotFound),
                 Err(e) if Instant::now() >= deadline => return Err(e),
                 Err(_) => {
-                    let pause = backoff.mul_f64(rand::rng().random_range(0.5..=1.0));
+                    let pause = backoff.next_delay();
                     tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
             }
         }

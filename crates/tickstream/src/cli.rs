@@ -34,9 +34,7 @@ pub enum LogFormat {
     Json,
 }
 
-fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
-    humantime::parse_duration(s)
-}
+use tickstream_api::parse_duration as duration;
 
 /// Options of the HTTP/WebSocket edge (`serve` and `gateway`).
 #[derive(Debug, Clone, Args)]
