@@ -8,10 +8,12 @@
 //!   in-process today; a gRPC client (`RealTimePriceMonitoringService`) implements it later, so the
 //!   gateway never depends on where the engine runs;
 //! - [`universe`]: the simulated ticker universe (shared by the feed and the load generator);
+//! - [`error_code`]: every error code a client can receive ([`ErrorCode`]);
 //! - [`backoff`], [`duration`]: the retry curve and the duration syntax every crate uses.
 
 pub mod backoff;
 pub mod duration;
+pub mod error_code;
 pub mod service;
 pub mod session;
 pub mod tick;
@@ -20,6 +22,7 @@ pub mod universe;
 
 pub use backoff::Backoff;
 pub use duration::{format_duration, parse_duration};
+pub use error_code::ErrorCode;
 pub use service::{CloseReason, MonitoringService, ServiceError, SessionEvent, StartRequest};
 pub use session::{SessionId, SessionInfo, SessionState};
 pub use tick::{SharedTick, Tick, TickError, now_ms};

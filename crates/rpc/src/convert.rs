@@ -4,8 +4,10 @@
 use std::time::Duration;
 
 use tickstream_api::{
-    CloseReason, ServiceError, SessionEvent, SessionId, SessionInfo, SessionState, SharedTick, Tick, Ticker,
+    CloseReason, ErrorCode, ServiceError, SessionEvent, SessionId, SessionInfo, SessionState, SharedTick,
+    Tick, Ticker,
 };
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 use crate::pb;
@@ -14,15 +16,13 @@ const ERROR_KEY: &str = "tickstream-error";
 const MAX_KEY: &str = "tickstream-max";
 const MIN_KEY: &str = "tickstream-min";
 
-pub(crate) fn invalid(code: &'static str, message: impl Into<String>) -> Status {
+pub(crate) fn invalid(code: ErrorCode, message: impl Into<String>) -> Status {
     with_meta(Status::invalid_argument(message), code, None, None)
 }
 
-fn with_meta(mut status: Status, code: &str, max: Option<String>, min: Option<String>) -> Status {
+fn with_meta(mut status: Status, code: ErrorCode, max: Option<String>, min: Option<String>) -> Status {
     let meta = status.metadata_mut();
-    if let Ok(v) = code.parse() {
-        meta.insert(ERROR_KEY, v);
-    }
+    meta.insert(ERROR_KEY, MetadataValue::from_static(code.as_str()));
     if let Some(v) = max.and_then(|m| m.parse().ok()) {
         meta.insert(MAX_KEY, v);
     }
@@ -32,29 +32,28 @@ fn with_meta(mut status: Status, code: &str, max: Option<String>, min: Option<St
     status
 }
 
+/// A service error as a status: the gRPC code says what kind of failure it is, the
+/// `tickstream-error` metadata carries the same [`ErrorCode`] a client of the edge receives, and
+/// the limit (`tickstream-max`, `tickstream-min`) travels along so the gateway can repeat the
+/// engine's message.
 pub(crate) fn to_status(e: ServiceError) -> Status {
+    let code = e.code();
     let msg = e.to_string();
     match e {
         ServiceError::SessionNotFound => Status::not_found(msg),
-        ServiceError::NoTickers => with_meta(Status::invalid_argument(msg), "no_tickers", None, None),
+        ServiceError::NoTickers => with_meta(Status::invalid_argument(msg), code, None, None),
         ServiceError::TooManyTickers { max } => {
-            with_meta(Status::invalid_argument(msg), "too_many_tickers", Some(max.to_string()), None)
+            with_meta(Status::invalid_argument(msg), code, Some(max.to_string()), None)
         }
-        ServiceError::InvalidRate { min, max } => with_meta(
-            Status::invalid_argument(msg),
-            "invalid_rate",
-            Some(max.to_string()),
-            Some(min.to_string()),
-        ),
-        ServiceError::SessionLimit { max } => {
-            with_meta(Status::resource_exhausted(msg), "session_limit", Some(max.to_string()), None)
+        ServiceError::InvalidRate { min, max } => {
+            with_meta(Status::invalid_argument(msg), code, Some(max.to_string()), Some(min.to_string()))
         }
-        ServiceError::SymbolLimit { max } => {
-            with_meta(Status::resource_exhausted(msg), "symbol_limit", Some(max.to_string()), None)
+        ServiceError::SessionLimit { max } | ServiceError::SymbolLimit { max } => {
+            with_meta(Status::resource_exhausted(msg), code, Some(max.to_string()), None)
         }
         // Tagged: the engine answered, its broker or store did not. Without the tag the gateway
         // would take it for the engine being down and retry everywhere.
-        ServiceError::Unavailable(why) => with_meta(Status::unavailable(why), "unavailable", None, None),
+        ServiceError::Unavailable(why) => with_meta(Status::unavailable(why), code, None, None),
     }
 }
 
@@ -64,13 +63,18 @@ pub(crate) fn from_status(status: &Status) -> ServiceError {
     let meta = |k: &str| status.metadata().get(k).and_then(|v| v.to_str().ok());
     let num = |k: &str| meta(k).and_then(|v| v.parse::<f64>().ok());
     let max = num(MAX_KEY).unwrap_or(0.0);
-    match (status.code(), meta(ERROR_KEY)) {
-        (Code::NotFound, _) => ServiceError::SessionNotFound,
-        (_, Some("no_tickers")) => ServiceError::NoTickers,
-        (_, Some("too_many_tickers")) => ServiceError::TooManyTickers { max: max as usize },
-        (_, Some("invalid_rate")) => ServiceError::InvalidRate { min: num(MIN_KEY).unwrap_or(0.0), max },
-        (_, Some("session_limit")) => ServiceError::SessionLimit { max: max as usize },
-        (_, Some("symbol_limit")) => ServiceError::SymbolLimit { max: max as usize },
+    if status.code() == Code::NotFound {
+        return ServiceError::SessionNotFound;
+    }
+    match meta(ERROR_KEY).and_then(ErrorCode::parse) {
+        Some(ErrorCode::SessionNotFound) => ServiceError::SessionNotFound,
+        Some(ErrorCode::EmptyTickers) => ServiceError::NoTickers,
+        Some(ErrorCode::TooManyTickers) => ServiceError::TooManyTickers { max: max as usize },
+        Some(ErrorCode::InvalidMaxRate) => {
+            ServiceError::InvalidRate { min: num(MIN_KEY).unwrap_or(0.0), max }
+        }
+        Some(ErrorCode::SessionLimitReached) => ServiceError::SessionLimit { max: max as usize },
+        Some(ErrorCode::SymbolLimitReached) => ServiceError::SymbolLimit { max: max as usize },
         _ => ServiceError::Unavailable(format!("engine: {}", status.message())),
     }
 }
@@ -95,7 +99,9 @@ pub(crate) fn parse_id(s: &str) -> Result<SessionId, Status> {
 }
 
 pub(crate) fn parse_tickers(list: &[String]) -> Result<Vec<Ticker>, Status> {
-    list.iter().map(|t| Ticker::parse(t).map_err(|e| invalid("invalid_ticker", e.to_string()))).collect()
+    list.iter()
+        .map(|t| Ticker::parse(t).map_err(|e| invalid(ErrorCode::InvalidTicker, e.to_string())))
+        .collect()
 }
 
 pub(crate) fn tickers_out(list: &[Ticker]) -> Vec<String> {
@@ -107,8 +113,8 @@ pub(crate) fn price_out(t: &Tick) -> pb::Price {
 }
 
 pub(crate) fn price_in(p: &pb::Price) -> Result<Tick, Status> {
-    let ticker = Ticker::parse(&p.ticker).map_err(|e| invalid("invalid_ticker", e.to_string()))?;
-    Tick::new(ticker, p.price, p.ts_ms).map_err(|e| invalid("invalid_price", e.to_string()))
+    let ticker = Ticker::parse(&p.ticker).map_err(|e| invalid(ErrorCode::InvalidTicker, e.to_string()))?;
+    Tick::new(ticker, p.price, p.ts_ms).map_err(|e| invalid(ErrorCode::InvalidPrice, e.to_string()))
 }
 
 fn state_out(s: SessionState) -> pb::SessionState {

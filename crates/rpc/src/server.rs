@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use tickstream_api::{MonitoringService, SessionEvent, StartRequest};
+use tickstream_api::{ErrorCode, MonitoringService, SessionEvent, StartRequest};
 use tickstream_telemetry::Metrics;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -140,7 +140,7 @@ impl<S: MonitoringService> RealTimePriceMonitoringService for EngineService<S> {
     ) -> Result<Response<pb::PublishPricesResponse>, Status> {
         let req = req.into_inner();
         if req.prices.is_empty() {
-            return Err(invalid("empty_prices", "no prices in the request"));
+            return Err(invalid(ErrorCode::EmptyPrices, "no prices in the request"));
         }
         let ticks = req.prices.iter().map(price_in).collect::<Result<Vec<_>, _>>()?;
         let accepted = ticks.len() as u32;
