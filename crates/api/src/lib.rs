@@ -7,7 +7,7 @@
 //! - [`service`]: [`MonitoringService`], the seam the gateway calls. The engine implements it
 //!   in-process today; a gRPC client (`RealTimePriceMonitoringService`) implements it later, so the
 //!   gateway never depends on where the engine runs;
-//! - [`universe`]: the simulated ticker universe (shared by the feed and the load generator);
+//! - [`mod@universe`]: the simulated ticker universe (shared by the feed and the load generator);
 //! - [`error_code`]: every error code a client can receive ([`ErrorCode`]);
 //! - [`backoff`], [`duration`]: the retry curve and the duration syntax every crate uses.
 

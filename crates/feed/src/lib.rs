@@ -1,7 +1,7 @@
 //! The simulated market feed: random-walk prices for a ticker universe, published through the
 //! broker like any producer.
 //!
-//! The tickers are [`tickstream_api::universe`] (well-known symbols first, then generated ones);
+//! The tickers are [`tickstream_api::universe()`] (well-known symbols first, then generated ones);
 //! [`SimulatedFeed`] publishes `rate` updates per second in small batches every millisecond, picking
 //! tickers at random so popular and quiet symbols both move.
 

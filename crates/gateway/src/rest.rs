@@ -1,7 +1,7 @@
 //! REST routes and the WebSocket handshake. Handlers validate input, call the monitoring
 //! service and map its answers to HTTP; they hold no state of their own.
 
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;

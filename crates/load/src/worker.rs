@@ -4,7 +4,9 @@
 
 use std::ffi::OsString;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::process::Command;
 

@@ -6,7 +6,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use common::cluster::{EdgeNode, EngineNode, Redis, eventually, metric};
 use common::{close_code, next_json, price_round, publish_until_writer_blocks, read_until_latest};
