@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 pub mod close;
 pub mod connection;
 pub mod error;
+pub mod ops;
 pub mod protocol;
 pub mod rest;
 mod server;

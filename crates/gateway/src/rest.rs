@@ -149,12 +149,11 @@ pub async fn healthz<S: MonitoringService>(State(st): State<AppState<S>>) -> Res
     if !st.service.ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "no_engine" }))).into_response();
     }
-    Json(json!({ "status": "ok" })).into_response()
+    crate::ops::healthy()
 }
 
 pub async fn metrics<S: MonitoringService>(State(st): State<AppState<S>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], st.metrics.render())
-        .into_response()
+    crate::ops::metrics_response(&st.metrics)
 }
 
 /// Reading the body and handling the request must finish within the budget (the header timeout):

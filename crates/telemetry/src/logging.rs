@@ -2,9 +2,10 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Output format of the logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Output format of the logs (`--log-format text|json`: the CLI uses this type directly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
+    #[default]
     Text,
     Json,
 }

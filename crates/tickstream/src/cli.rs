@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "tickstream", version, about = "Real-time stock-price streaming over WebSockets")]
@@ -28,11 +28,7 @@ pub enum Command {
     Load(tickstream_load::LoadArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+pub use tickstream_telemetry::logging::LogFormat;
 
 use tickstream_api::parse_duration as duration;
 

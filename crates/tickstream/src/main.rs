@@ -5,7 +5,7 @@ use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tickstream::cli::{Cli, Command, CommonOpts, LogFormat};
+use tickstream::cli::{Cli, Command, CommonOpts};
 use tickstream::node::Handle;
 use tickstream::{engine, feed, gateway, serve};
 use tickstream_telemetry::logging;
@@ -86,10 +86,7 @@ async fn run<R: Stoppable>(
     start: impl Future<Output = io::Result<R>>,
     announce: impl FnOnce(&R),
 ) -> ExitCode {
-    logging::init(match common.log_format {
-        LogFormat::Text => logging::LogFormat::Text,
-        LogFormat::Json => logging::LogFormat::Json,
-    });
+    logging::init(common.log_format);
     let running = match start.await {
         Ok(r) => r,
         Err(e) => {

@@ -6,10 +6,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use tickstream_gateway::GatewayConfig;
 use tickstream_telemetry::Metrics;
 use tokio::net::{TcpListener, TcpSocket};
@@ -59,21 +55,7 @@ pub(crate) fn spawn_metrics_server(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
-    let router = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let metrics = Arc::clone(&metrics);
-                async move {
-                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], metrics.render())
-                        .into_response()
-                }
-            }),
-        )
-        .route(
-            "/healthz",
-            get(|| async { (StatusCode::OK, axum::Json(serde_json::json!({"status": "ok"}))) }),
-        );
+    let router = tickstream_gateway::ops::ops_router(metrics);
     tokio::spawn(async move {
         let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
         if let Err(e) = served {
