@@ -31,6 +31,22 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    /// Every code the server sends (README "Close codes" lists these, plus 1000 and 1006).
+    pub const ALL: &'static [CloseCode] = &[
+        Self::GoingAway,
+        Self::ProtocolError,
+        Self::Unsupported,
+        Self::InvalidData,
+        Self::PolicyViolation,
+        Self::TooBig,
+        Self::InternalError,
+        Self::TryAgainLater,
+        Self::SlowClient,
+        Self::SessionEnded,
+        Self::HeartbeatTimeout,
+        Self::Replaced,
+    ];
+
     pub fn code(self) -> u16 {
         match self {
             Self::GoingAway => 1001,

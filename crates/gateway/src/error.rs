@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tickstream_api::{ServiceError, TickError, TickerError};
+use tickstream_api::{ErrorCode, ServiceError, TickError, TickerError};
 
 /// An error answer of the REST API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,5 +67,37 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
         (self.status, Json(body)).into_response()
+    }
+}
+
+/// The HTTP status that answers each error code (README "Error codes"). WebSocket-only codes
+/// (sent in `error` messages on an open socket) have the status they would have over HTTP.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    use ErrorCode as C;
+    match code {
+        C::EmptyTickers
+        | C::TooManyTickers
+        | C::InvalidTicker
+        | C::InvalidMaxRate
+        | C::InvalidJson
+        | C::InvalidRequest
+        | C::InvalidBody
+        | C::InvalidPrice
+        | C::EmptyPrices
+        | C::MissingSessionId
+        | C::InvalidHandshake
+        | C::InvalidMessage
+        | C::UnknownType => StatusCode::BAD_REQUEST,
+        C::SessionNotFound | C::NotFound => StatusCode::NOT_FOUND,
+        C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        C::PayloadTooLarge | C::TooManyPrices => StatusCode::PAYLOAD_TOO_LARGE,
+        C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        C::WebsocketUpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+        C::SessionLimitReached
+        | C::SymbolLimitReached
+        | C::TooManyConnections
+        | C::ShuttingDown
+        | C::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
