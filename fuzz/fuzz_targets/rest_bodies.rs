@@ -30,7 +30,8 @@ fn fixture() -> &'static Fixture {
             metrics,
             GatewayConfig::default(),
             tokio_util::sync::CancellationToken::new(),
-        );
+        )
+        .expect("the default configuration is valid");
         Fixture { rt, router: gateway.router() }
     })
 }

@@ -9,9 +9,11 @@
 //!   gateway never depends on where the engine runs;
 //! - [`mod@universe`]: the simulated ticker universe (shared by the feed and the load generator);
 //! - [`error_code`]: every error code a client can receive ([`ErrorCode`]);
-//! - [`backoff`], [`duration`]: the retry curve and the duration syntax every crate uses.
+//! - [`backoff`], [`duration`], [`config`]: the retry curve, the duration syntax and the config
+//!   checks every crate uses.
 
 pub mod backoff;
+pub mod config;
 pub mod duration;
 pub mod error_code;
 pub mod service;
@@ -21,6 +23,7 @@ pub mod ticker;
 pub mod universe;
 
 pub use backoff::Backoff;
+pub use config::ConfigError;
 pub use duration::{format_duration, parse_duration};
 pub use error_code::ErrorCode;
 pub use service::{CloseReason, MonitoringService, ServiceError, SessionEvent, StartRequest};

@@ -5,19 +5,20 @@
 //! - [`connection`]: one task per WebSocket (reader, single writer, heartbeats);
 //! - [`protocol`]: the WebSocket JSON messages, as pure functions;
 //! - [`upgrade`]: the WebSocket opening handshake;
-//! - [`close`]: typed close codes; [`error`]: the HTTP error shape;
+//! - `config`: [`GatewayConfig`], its defaults and invariants;
+//! - [`close`]: typed close codes; [`error`]: the HTTP error shape and each code's status;
+//! - [`ops`]: `/metrics` and `/healthz`, shared with the roles that have no edge;
 //! - [`web`]: the price board page at `GET /`, the reference browser client.
 //!
 //! The gateway reaches the engine only through [`MonitoringService`], so the same code serves an
 //! in-process engine or a remote one.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use tickstream_api::MonitoringService;
+use tickstream_api::{ConfigError, MonitoringService};
 use tickstream_telemetry::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub mod close;
+mod config;
 pub mod connection;
 pub mod error;
 pub mod ops;
@@ -34,64 +36,7 @@ mod server;
 pub mod upgrade;
 pub mod web;
 
-/// Gateway limits and timings. Defaults are the documented ones (README "Configuration").
-#[derive(Debug, Clone)]
-pub struct GatewayConfig {
-    /// A WebSocket Ping is sent this often.
-    pub heartbeat_interval: Duration,
-    /// A connection that sends nothing for this long is dropped (4408).
-    pub heartbeat_timeout: Duration,
-    /// A write that takes longer closes the connection (4008).
-    pub write_timeout: Duration,
-    /// Time allowed for the close handshake.
-    pub close_grace: Duration,
-    /// How long shutdown waits for connections to close.
-    pub shutdown_timeout: Duration,
-    /// Concurrent WebSockets; more are refused with 503 before upgrading.
-    pub max_connections: usize,
-    /// Concurrent plain HTTP connections; past it, new ones wait in the listen backlog.
-    pub max_http_connections: usize,
-    /// Time allowed for a request's headers, and for an idle keep-alive connection's next
-    /// request, before the connection is closed.
-    pub http_header_timeout: Duration,
-    /// Largest inbound WebSocket frame or message (1009 above it).
-    pub max_frame_bytes: usize,
-    /// Initial read buffer per WebSocket.
-    pub read_buffer_size: usize,
-    /// Inbound client messages: burst size and sustained rate per connection (1008 above it).
-    pub client_msg_burst: u32,
-    pub client_msg_per_sec: u32,
-    /// Largest `POST /api/v1/sessions` body.
-    pub session_body_limit: usize,
-    /// Largest `POST /api/v1/prices` body, and most prices in one request.
-    pub prices_body_limit: usize,
-    pub max_prices_per_request: usize,
-    /// Most tickers listed by `GET /api/v1/tickers` (the cache may hold 100,000).
-    pub max_tickers_listed: usize,
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        Self {
-            heartbeat_interval: Duration::from_secs(30),
-            heartbeat_timeout: Duration::from_secs(60),
-            write_timeout: Duration::from_secs(10),
-            close_grace: Duration::from_secs(1),
-            shutdown_timeout: Duration::from_secs(10),
-            max_connections: 100_000,
-            max_http_connections: 10_000,
-            http_header_timeout: Duration::from_secs(30),
-            max_frame_bytes: 4 * 1024,
-            read_buffer_size: 128,
-            client_msg_burst: 20,
-            client_msg_per_sec: 10,
-            session_body_limit: 64 * 1024,
-            prices_body_limit: 1024 * 1024,
-            max_prices_per_request: 10_000,
-            max_tickers_listed: 10_000,
-        }
-    }
-}
+pub use config::GatewayConfig;
 
 /// Shared state of every handler.
 pub struct AppState<S> {
@@ -130,14 +75,17 @@ pub struct Gateway<S> {
 }
 
 impl<S: MonitoringService> Gateway<S> {
+    /// # Errors
+    /// A configuration that breaks an invariant ([`GatewayConfig::validate`]).
     pub fn new(
         service: Arc<S>,
         metrics: Arc<Metrics>,
         config: GatewayConfig,
         shutdown: CancellationToken,
-    ) -> Self {
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
         let permits = Arc::new(Semaphore::new(config.max_connections));
-        Self {
+        Ok(Self {
             state: AppState {
                 service,
                 metrics,
@@ -146,7 +94,7 @@ impl<S: MonitoringService> Gateway<S> {
                 tracker: TaskTracker::new(),
                 permits,
             },
-        }
+        })
     }
 
     /// All routes.

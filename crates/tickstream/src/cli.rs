@@ -31,6 +31,18 @@ pub enum Command {
 pub use tickstream_telemetry::logging::LogFormat;
 
 use tickstream_api::parse_duration as duration;
+use tickstream_gateway::GatewayConfig;
+
+/// A duration default for clap, formatted from the config type's `DEFAULT` (so `--help`, the
+/// parsed default and the README cannot disagree with the code that uses it). clap wants a
+/// `&'static str`; each use site formats once, on first use.
+macro_rules! duration_default {
+    ($d:expr) => {{
+        static TEXT: std::sync::LazyLock<String> =
+            std::sync::LazyLock::new(|| tickstream_api::format_duration($d));
+        TEXT.as_str()
+    }};
+}
 
 /// Options of the HTTP/WebSocket edge (`serve` and `gateway`).
 #[derive(Debug, Clone, Args)]
@@ -43,22 +55,26 @@ pub struct EdgeOpts {
     #[arg(long, env = "TICKSTREAM_REUSE_PORT")]
     pub reuse_port: bool,
     /// Interval of WebSocket Ping frames.
-    #[arg(long, env = "TICKSTREAM_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "TICKSTREAM_HEARTBEAT_INTERVAL", value_parser = duration,
+          default_value = duration_default!(GatewayConfig::DEFAULT.heartbeat_interval))]
     pub heartbeat_interval: Duration,
     /// Close a WebSocket (4408) that sends nothing for this long.
-    #[arg(long, env = "TICKSTREAM_HEARTBEAT_TIMEOUT", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "TICKSTREAM_HEARTBEAT_TIMEOUT", value_parser = duration,
+          default_value = duration_default!(GatewayConfig::DEFAULT.heartbeat_timeout))]
     pub heartbeat_timeout: Duration,
     /// Most concurrent WebSockets (503 too_many_connections above it).
-    #[arg(long, env = "TICKSTREAM_MAX_CONNECTIONS", default_value_t = 100_000)]
+    #[arg(long, env = "TICKSTREAM_MAX_CONNECTIONS", default_value_t = GatewayConfig::DEFAULT.max_connections)]
     pub max_connections: usize,
     /// Most concurrent plain HTTP connections; past it, new ones wait in the listen backlog.
-    #[arg(long, env = "TICKSTREAM_MAX_HTTP_CONNECTIONS", default_value_t = 10_000)]
+    #[arg(long, env = "TICKSTREAM_MAX_HTTP_CONNECTIONS", default_value_t = GatewayConfig::DEFAULT.max_http_connections)]
     pub max_http_connections: usize,
     /// Close an HTTP connection whose request headers (or next request, when idle) take longer.
-    #[arg(long, env = "TICKSTREAM_HTTP_HEADER_TIMEOUT", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "TICKSTREAM_HTTP_HEADER_TIMEOUT", value_parser = duration,
+          default_value = duration_default!(GatewayConfig::DEFAULT.http_header_timeout))]
     pub http_header_timeout: Duration,
     /// Close a WebSocket (4008) whose write does not complete in this time.
-    #[arg(long, env = "TICKSTREAM_WRITE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "TICKSTREAM_WRITE_TIMEOUT", value_parser = duration,
+          default_value = duration_default!(GatewayConfig::DEFAULT.write_timeout))]
     pub write_timeout: Duration,
 }
 
@@ -94,7 +110,8 @@ pub struct SimOpts {
 #[derive(Debug, Clone, Args)]
 pub struct CommonOpts {
     /// On SIGINT/SIGTERM, how long to wait for connections and streams to close.
-    #[arg(long, env = "TICKSTREAM_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "TICKSTREAM_SHUTDOWN_TIMEOUT", value_parser = duration,
+          default_value = duration_default!(GatewayConfig::DEFAULT.shutdown_timeout))]
     pub shutdown_timeout: Duration,
     /// Log format.
     #[arg(long, env = "TICKSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -186,20 +203,9 @@ fn positive(flags: &[(&str, Duration)]) -> Result<(), String> {
 }
 
 impl EdgeOpts {
-    fn validate(&self) -> Result<(), String> {
-        positive(&[
-            ("--heartbeat-interval", self.heartbeat_interval),
-            ("--heartbeat-timeout", self.heartbeat_timeout),
-            ("--write-timeout", self.write_timeout),
-            ("--http-header-timeout", self.http_header_timeout),
-        ])?;
-        if self.heartbeat_timeout <= self.heartbeat_interval {
-            return Err("--heartbeat-timeout must be longer than --heartbeat-interval".into());
-        }
-        if self.max_connections == 0 || self.max_http_connections == 0 {
-            return Err("--max-connections and --max-http-connections must be at least 1".into());
-        }
-        Ok(())
+    /// The gateway's own invariants ([`GatewayConfig::validate`]), on these flags.
+    fn validate(&self, common: &CommonOpts) -> Result<(), String> {
+        crate::node::gateway_config(self, common).validate().map_err(|e| e.to_string())
     }
 }
 
@@ -228,7 +234,7 @@ impl ServeArgs {
     /// # Errors
     /// A message naming the offending flag.
     pub fn validate(&self) -> Result<(), String> {
-        self.edge.validate()?;
+        self.edge.validate(&self.common)?;
         self.sessions.validate()?;
         if let Some(url) = &self.redis {
             redis_url(url)?;
@@ -260,7 +266,7 @@ impl GatewayArgs {
     /// # Errors
     /// A message naming the offending flag.
     pub fn validate(&self) -> Result<(), String> {
-        self.edge.validate()?;
+        self.edge.validate(&self.common)?;
         positive(&[
             ("--engine-timeout", self.engine_timeout),
             ("--failover-timeout", self.failover_timeout),

@@ -49,7 +49,8 @@ pub async fn start(args: &GatewayArgs) -> io::Result<RunningGateway> {
         Arc::clone(&metrics),
         gateway_config(&args.edge, &args.common),
         shutdown.clone(),
-    );
+    )
+    .map_err(|e| invalid(e.to_string()))?;
     let task = tokio::spawn(async move {
         gateway.serve(listener).await;
         background.close();

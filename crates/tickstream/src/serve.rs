@@ -109,7 +109,8 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
         Arc::clone(&metrics),
         gateway_config(&args.edge, &args.common),
         shutdown.clone(),
-    );
+    )
+    .map_err(|e| invalid(e.to_string()))?;
     let task = {
         let engine = engine.clone();
         tokio::spawn(async move {
