@@ -524,6 +524,6 @@ async fn more_waiting_requests_than_one_burst_close_with_1008() {
     h.send_text(r#"{"type":"ping"}"#);
     assert!(h.within(Duration::from_millis(100)).await.is_none(), "two requests wait");
     h.send_text(r#"{"type":"ping"}"#);
-    let closed = tokio::time::timeout(Duration::from_secs(1), h.closed()).await;
+    let closed = tokio::time::timeout(Duration::from_secs(2), h.closed()).await;
     assert_eq!(closed.expect("still open"), (Some(1008), Ending::Server(CloseCode::PolicyViolation)));
 }
