@@ -7,6 +7,12 @@
 //! a write is in flight the engine keeps conflating, so the next message carries everything that
 //! changed meanwhile.
 //!
+//! The loop never waits on the monitoring service: a ticker change (a gRPC call behind a
+//! gateway, up to its 5 s deadline) runs as a future that the loop polls as one more branch, and
+//! requests that arrive meanwhile wait their turn (`requests`), so pings, shutdown and data keep
+//! flowing while it runs. Branches, biased in this order: shutdown, heartbeat, client frames, the
+//! next reply to a client request, data.
+//!
 //! The loop is generic over the transport (any `Stream + Sink` of messages), so its rules are
 //! unit-tested with channels and tokio's paused clock.
 
@@ -15,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
-use tickstream_api::{CloseReason, MonitoringService, SessionEvent, SessionId, SharedTick, now_ms};
+use tickstream_api::{CloseReason, MonitoringService, SessionEvent, SessionId, SharedTick};
 use tickstream_telemetry::Metrics;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -24,8 +30,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::GatewayConfig;
 use crate::close::{CloseCode, Ending};
-use crate::error::service_error_code;
-use crate::protocol::{self, ClientMessage, DataKind};
+use crate::protocol::{self, DataKind};
+
+mod requests;
+
+use requests::{Request, Requests};
 
 /// What the connection loop needs from a socket.
 pub trait Transport:
@@ -156,10 +165,12 @@ impl<S: MonitoringService> Connection<S> {
         let timer = tokio::time::sleep_until(heartbeat.next_wakeup());
         tokio::pin!(timer);
         let mut inbound = Bucket::new(cfg.client_msg_burst, cfg.client_msg_per_sec);
+        let mut requests = Requests::new(&*self.service, self.session, cfg.client_msg_burst as usize);
         loop {
             // Biased, in this order: shutdown and the heartbeat before client frames, and all of
             // them before data, so a busy stream can never starve a ping (a browser answers
-            // pings but sends nothing else) or delay shutdown.
+            // pings but sends nothing else) or delay shutdown. Replies come before data, so a
+            // completed ticker change is answered before the next price message.
             tokio::select! {
                 biased;
                 () = &mut shutdown => return Err(Ending::Server(CloseCode::GoingAway)),
@@ -192,9 +203,13 @@ impl<S: MonitoringService> Connection<S> {
                     if !inbound.take() {
                         return Err(Ending::Server(CloseCode::PolicyViolation));
                     }
-                    let reply = self.handle_client(&text).await;
-                    self.write(ws, reply).await?;
+                    // A ticker change is never awaited here: it goes in flight (or waits behind
+                    // the one in flight) and its reply is written by the next branch.
+                    if let Some(reply) = requests.submit(Request::parse(&text))? {
+                        self.write(ws, reply).await?;
+                    }
                 }
+                reply = requests.next_reply(), if requests.busy() => self.write(ws, reply).await?,
                 event = updates.next() => self.forward(ws, event, &mut seq).await?,
             }
         }
@@ -218,23 +233,6 @@ impl<S: MonitoringService> Connection<S> {
         self.write(ws, protocol::data_message(kind, *seq, &ticks)).await?;
         self.delivered(&ticks);
         Ok(())
-    }
-
-    /// Answers one client text message; the reply is always one text message.
-    async fn handle_client(&self, text: &str) -> String {
-        let message = match protocol::parse_client(text) {
-            Ok(m) => m,
-            Err(e) => return protocol::error(e.code, &e.message),
-        };
-        let (add, remove) = match message {
-            ClientMessage::Ping => return protocol::pong(now_ms()),
-            ClientMessage::Subscribe(t) => (t, Vec::new()),
-            ClientMessage::Unsubscribe(t) => (Vec::new(), t),
-        };
-        match self.service.update_tickers(self.session, add, remove).await {
-            Ok(all) => protocol::subscribed(&all),
-            Err(e) => protocol::error(service_error_code(&e).1, &e.to_string()),
-        }
     }
 
     async fn write<T: Transport>(&self, ws: &mut T, text: String) -> Result<(), Ending> {

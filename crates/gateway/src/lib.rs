@@ -1,10 +1,10 @@
 //! The gateway: the HTTP + WebSocket edge.
 //!
 //! - `server`: the accept loop (connection cap, header timeout, graceful end);
-//! - [`rest`]: REST routes and the WebSocket handshake;
+//! - [`rest`]: REST routes;
 //! - [`connection`]: one task per WebSocket (reader, single writer, heartbeats);
 //! - [`protocol`]: the WebSocket JSON messages, as pure functions;
-//! - [`upgrade`]: the WebSocket opening handshake;
+//! - [`upgrade`]: `GET /ws`: the opening handshake, the connection permit, the connection task;
 //! - `config`: [`GatewayConfig`], its defaults and invariants;
 //! - [`close`]: typed close codes; [`error`]: the HTTP error shape and each code's status;
 //! - [`ops`]: `/metrics` and `/healthz`, shared with the roles that have no edge;
@@ -112,7 +112,7 @@ impl<S: MonitoringService> Gateway<S> {
                 post(rest::publish_prices::<S>).layer(DefaultBodyLimit::max(cfg.prices_body_limit)),
             )
             .route("/api/v1/tickers", get(rest::list_tickers::<S>))
-            .route("/ws", get(rest::ws_upgrade::<S>))
+            .route("/ws", get(upgrade::ws_upgrade::<S>))
             .route("/healthz", get(rest::healthz::<S>))
             .route("/metrics", get(rest::metrics::<S>))
             .fallback(rest::not_found)

@@ -1,29 +1,23 @@
-//! REST routes and the WebSocket handshake. Handlers validate input, call the monitoring
-//! service and map its answers to HTTP; they hold no state of their own.
+//! REST routes. Handlers validate input, call the monitoring service and map its answers to
+//! HTTP; they hold no state of their own. `GET /ws` lives beside its handshake, in `upgrade`.
 
 use tokio::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tickstream_api::{
     MonitoringService, SessionId, SessionInfo, StartRequest, Tick, Ticker, normalize_tickers, now_ms,
 };
-use tickstream_telemetry::GaugeGuard;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::AppState;
-use crate::connection::Connection;
 use crate::error::ApiError;
-use crate::upgrade;
 
 #[derive(Debug, Deserialize)]
 pub struct CreateSession {
@@ -186,75 +180,6 @@ pub async fn not_found() -> ApiError {
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed for this route")
-}
-
-#[derive(Debug, Deserialize)]
-pub struct WsQuery {
-    session_id: Option<String>,
-}
-
-/// `GET /ws?session_id=ID`: checks everything before upgrading, so a refused handshake gets an
-/// HTTP status and a JSON error instead of a socket that closes at once.
-pub async fn ws_upgrade<S: MonitoringService>(
-    State(st): State<AppState<S>>,
-    query: Result<Query<WsQuery>, QueryRejection>,
-    mut req: Request,
-) -> Result<Response, ApiError> {
-    let raw = query.ok().and_then(|Query(q)| q.session_id).ok_or_else(|| {
-        ApiError::bad_request("missing_session_id", "query parameter session_id is required")
-    })?;
-    let handshake = match upgrade::check(&mut req) {
-        Ok(h) => h,
-        Err(refusal) => return Ok(refusal.into_response()),
-    };
-    if st.shutdown.is_cancelled() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "server is shutting down",
-        ));
-    }
-    // The permit is taken before the upgrade and released when the connection task ends.
-    let permit = st.permits.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "connection limit reached")
-    })?;
-    let session = SessionId::parse(&raw).ok_or_else(ApiError::session_not_found)?;
-    // Attaching here replaces (4409) any older socket of the session before this one upgrades.
-    let mut updates = st.service.stream_price_updates(session).await?;
-    let cfg = &st.config;
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(cfg.read_buffer_size)
-        // Every message is flushed at once: latency first, and nothing queues in tungstenite.
-        .write_buffer_size(0)
-        .max_write_buffer_size(cfg.max_frame_bytes * 4 + 64 * 1024)
-        .max_message_size(Some(cfg.max_frame_bytes))
-        .max_frame_size(Some(cfg.max_frame_bytes));
-    let connection = Connection {
-        service: st.service.clone(),
-        session,
-        config: st.config.clone(),
-        metrics: st.metrics.clone(),
-        shutdown: st.shutdown.clone(),
-    };
-    let response = handshake.response();
-    let on_upgrade = handshake.on_upgrade;
-    let metrics = st.metrics.clone();
-    st.tracker.spawn(async move {
-        let _task = metrics.task("ws_connection");
-        let _permit = permit;
-        // Resolves once hyper has sent the 101 and handed over the connection; fails if the
-        // client went away first (then `updates` drops here and the session detaches).
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => return tracing::debug!(error = %e, %session, "websocket upgrade failed"),
-        };
-        let _open = GaugeGuard::new(&metrics.ws_connections);
-        let mut socket =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
-        let ending = connection.run(&mut socket, &mut updates).await;
-        tracing::debug!(%session, ?ending, "websocket closed");
-    });
-    Ok(response)
 }
 
 /// Reads a JSON body: `Content-Type: application/json`, at most `limit` bytes.

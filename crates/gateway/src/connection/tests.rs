@@ -1,5 +1,7 @@
-//! The connection loop without sockets: a channel transport, the real engine, and tokio's
-//! paused clock, so heartbeat and write deadlines are exact and instant.
+//! The connection loop without sockets: a channel transport, the real engine (behind a gated
+//! service where a ticker change must hang), and tokio's paused clock, so heartbeat and write
+//! deadlines are exact and instant. Over 400 lines: one harness serves every loop rule, and
+//! splitting it would only duplicate the harness.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,10 +11,11 @@ use std::time::Duration;
 use futures::channel::mpsc;
 use futures::{Sink, Stream, StreamExt};
 use serde_json::Value;
-use tickstream_api::{MonitoringService, SessionId, StartRequest, Tick, Ticker};
+use tickstream_api::{MonitoringService, ServiceError, SessionId, SessionInfo, StartRequest, Tick, Ticker};
 use tickstream_broker::InMemoryBroker;
 use tickstream_engine::{Engine, EngineConfig};
 use tickstream_telemetry::Metrics;
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -85,12 +88,23 @@ async fn harness_with_early_frames(
     outbound_capacity: usize,
     early: &[&str],
 ) -> Harness {
+    harness_on(config, outbound_capacity, early, |engine| engine).await
+}
+
+/// A harness whose connection reaches the engine through `service` (built around it).
+async fn harness_on<S: MonitoringService>(
+    config: GatewayConfig,
+    outbound_capacity: usize,
+    early: &[&str],
+    service: impl FnOnce(Engine) -> S,
+) -> Harness {
     let metrics = Metrics::new();
     let broker = Arc::new(InMemoryBroker::new(1000, metrics.clone()));
     let engine = Engine::new(EngineConfig::default(), broker, metrics.clone());
     let req = StartRequest { tickers: vec![t("AAPL"), t("MSFT")], max_rate_hz: None };
     let id = engine.start_monitoring(req).await.unwrap().id;
-    let updates = engine.stream_price_updates(id).await.unwrap();
+    let service = Arc::new(service(engine.clone()));
+    let updates = service.stream_price_updates(id).await.unwrap();
     let (client_tx, inbound) = mpsc::unbounded();
     for text in early {
         client_tx.unbounded_send(Ok(Message::text(*text))).unwrap();
@@ -98,7 +112,7 @@ async fn harness_with_early_frames(
     let (outbound, client_rx) = mpsc::channel(outbound_capacity);
     let shutdown = CancellationToken::new();
     let connection = Connection {
-        service: Arc::new(engine.clone()),
+        service,
         session: id,
         config: Arc::new(config),
         metrics: metrics.clone(),
@@ -357,4 +371,159 @@ async fn shutdown_interrupts_a_stalled_write() {
     let ending = h.task.await.unwrap();
     assert_eq!(ending, Ending::Server(CloseCode::GoingAway));
     assert!(started.elapsed() <= Duration::from_secs(2), "took {:?}", started.elapsed());
+}
+
+/// The engine behind a gate: each ticker change waits for a permit before it reaches the engine,
+/// as a gRPC `UpdateTickers` to a stuck engine waits out its deadline. No permit: it never ends.
+struct Gated {
+    engine: Engine,
+    gate: Arc<Semaphore>,
+}
+
+impl MonitoringService for Gated {
+    type Updates = <Engine as MonitoringService>::Updates;
+
+    async fn start_monitoring(&self, req: StartRequest) -> Result<SessionInfo, ServiceError> {
+        self.engine.start_monitoring(req).await
+    }
+    async fn session(&self, id: SessionId) -> Result<SessionInfo, ServiceError> {
+        self.engine.session(id).await
+    }
+    async fn end_session(&self, id: SessionId) -> Result<(), ServiceError> {
+        self.engine.end_session(id).await
+    }
+    async fn stream_price_updates(&self, id: SessionId) -> Result<Self::Updates, ServiceError> {
+        self.engine.stream_price_updates(id).await
+    }
+    async fn update_tickers(
+        &self,
+        id: SessionId,
+        add: Vec<Ticker>,
+        remove: Vec<Ticker>,
+    ) -> Result<Vec<Ticker>, ServiceError> {
+        self.gate.acquire().await.map_err(|e| ServiceError::Unavailable(e.to_string()))?.forget();
+        self.engine.update_tickers(id, add, remove).await
+    }
+    async fn tickers(&self, limit: usize) -> Result<Vec<Ticker>, ServiceError> {
+        self.engine.tickers(limit).await
+    }
+    async fn publish(&self, ticks: Vec<Tick>) -> Result<(), ServiceError> {
+        self.engine.publish(ticks).await
+    }
+}
+
+/// A harness whose ticker changes wait at the returned gate (closed: no permits).
+async fn gated_harness(config: GatewayConfig) -> (Harness, Arc<Semaphore>) {
+    let gate = Arc::new(Semaphore::new(0));
+    let g = gate.clone();
+    let h = harness_on(config, 16, &[], move |engine| Gated { engine, gate: g }).await;
+    (h, gate)
+}
+
+impl Harness {
+    /// The next message within `limit`, or `None` if there is none by then.
+    async fn within(&mut self, limit: Duration) -> Option<Message> {
+        tokio::time::timeout(limit, self.client_rx.next()).await.ok().flatten()
+    }
+
+    /// The next reply (not data, not a Ping) within `limit`, as JSON.
+    async fn reply_within(&mut self, limit: Duration) -> Option<Value> {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            match self.within(left).await? {
+                Message::Text(t) => {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if !matches!(v["type"].as_str(), Some("snapshot" | "prices")) {
+                        return Some(v);
+                    }
+                }
+                Message::Ping(_) => {}
+                other => panic!("expected a reply, got {other:?}"),
+            }
+        }
+    }
+}
+
+/// Issue 9: a ticker change that never completes must not stall the loop. While it hangs, pings
+/// go out on schedule and the client's pongs keep it alive past the heartbeat timeout, data is
+/// delivered, and shutdown still closes with 1001 at once. (The loop used to await the change
+/// inline: no ping, no data, and shutdown waited for the change.)
+#[tokio::test(start_paused = true)]
+async fn a_hanging_ticker_change_stalls_neither_heartbeats_nor_data_nor_shutdown() {
+    let (mut h, _gate) = gated_harness(config()).await;
+    h.next().await; // snapshot
+    h.send_text(r#"{"type":"subscribe","tickers":["GOOG"]}"#);
+    let started = tokio::time::Instant::now();
+    // Four heartbeat intervals: twice the 60 s timeout, alive thanks to the pongs.
+    for n in 1..=4u32 {
+        match h.within(Duration::from_secs(31)).await {
+            Some(Message::Ping(_)) => {}
+            other => panic!("ping {n} not sent while the change hangs: got {other:?}"),
+        }
+        assert_eq!(started.elapsed(), Duration::from_secs(30) * n, "ping {n} on schedule");
+        h.client_tx.unbounded_send(Ok(Message::Pong(Default::default()))).unwrap();
+    }
+    assert!(!h.task.is_finished(), "alive past the heartbeat timeout");
+    h.publish("AAPL", 7.0).await;
+    match h.within(Duration::from_secs(1)).await {
+        Some(Message::Text(t)) => {
+            let m: Value = serde_json::from_str(&t).unwrap();
+            assert_eq!((m["type"].as_str(), m["prices"][0]["price"].as_f64()), (Some("prices"), Some(7.0)));
+        }
+        other => panic!("data not delivered while the change hangs: got {other:?}"),
+    }
+    let stopping = tokio::time::Instant::now();
+    h.shutdown.cancel();
+    let closed = tokio::time::timeout(Duration::from_secs(2), h.closed()).await;
+    assert_eq!(closed.expect("shutdown waited for the hanging change").0, Some(1001));
+    assert!(stopping.elapsed() <= Duration::from_secs(1), "took {:?}", stopping.elapsed());
+}
+
+/// Requests that arrive while a change is in flight wait their turn: replies in request order,
+/// and the final set reflects every request in order.
+#[tokio::test(start_paused = true)]
+async fn requests_behind_a_change_are_answered_in_order_once_it_completes() {
+    let (mut h, gate) = gated_harness(config()).await;
+    h.next().await;
+    h.send_text(r#"{"type":"subscribe","tickers":["GOOG"]}"#);
+    h.send_text(r#"{"type":"ping"}"#);
+    h.send_text(r#"{"type":"subscribe","tickers":["NVDA"]}"#);
+    h.send_text(r#"{"type":"unsubscribe","tickers":["AAPL"]}"#);
+    assert_eq!(
+        h.reply_within(Duration::from_secs(5)).await,
+        None,
+        "nothing answered before the first change"
+    );
+    gate.add_permits(1);
+    let first = h.reply_within(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(first, serde_json::json!({"type":"subscribed","tickers":["AAPL","MSFT","GOOG"]}));
+    assert_eq!(h.reply_within(Duration::from_secs(1)).await.unwrap()["type"], "pong");
+    assert_eq!(h.reply_within(Duration::from_secs(5)).await, None, "the second change waits at the gate");
+    gate.add_permits(2);
+    let second = h.reply_within(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(second["tickers"], serde_json::json!(["AAPL", "MSFT", "GOOG", "NVDA"]));
+    let third = h.reply_within(Duration::from_secs(1)).await.unwrap();
+    assert_eq!(third["tickers"], serde_json::json!(["MSFT", "GOOG", "NVDA"]));
+    let tickers = h.engine.session(h.id).await.unwrap().tickers;
+    assert_eq!(tickers, [t("MSFT"), t("GOOG"), t("NVDA")]);
+    assert!(!h.task.is_finished());
+}
+
+/// The queue behind a change holds one inbound burst; a client that overflows it within its rate
+/// limit is closed with 1008 (answering `error` at once would break reply order).
+#[tokio::test(start_paused = true)]
+async fn more_waiting_requests_than_one_burst_close_with_1008() {
+    let cfg = GatewayConfig { client_msg_burst: 2, client_msg_per_sec: 100, ..config() };
+    let (mut h, _gate) = gated_harness(cfg).await;
+    h.next().await;
+    h.send_text(r#"{"type":"subscribe","tickers":["GOOG"]}"#);
+    h.send_text(r#"{"type":"ping"}"#);
+    // The bucket refills (2 tokens), so the next two are within the rate limit.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    h.send_text(r#"{"type":"ping"}"#);
+    assert!(h.within(Duration::from_millis(100)).await.is_none(), "two requests wait");
+    h.send_text(r#"{"type":"ping"}"#);
+    let closed = tokio::time::timeout(Duration::from_secs(2), h.closed()).await;
+    assert_eq!(closed.expect("still open"), (Some(1008), Ending::Server(CloseCode::PolicyViolation)));
 }
