@@ -156,8 +156,8 @@ impl Metrics {
     /// Each role calls it once with the runtime it runs on; a second call keeps the first
     /// runtime (the families are already registered).
     pub fn observe_runtime(&self, handle: &tokio::runtime::Handle) {
-        let registered = runtime::RuntimeCollector::new(handle.clone())
-            .and_then(|c| self.registry.register(Box::new(c)));
+        let registered =
+            runtime::RuntimeCollector::new(handle.clone()).and_then(|c| self.registry.register(Box::new(c)));
         if let Err(e) = registered {
             tracing::debug!(error = %e, "runtime metrics not registered again");
         }
