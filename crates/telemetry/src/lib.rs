@@ -2,7 +2,9 @@
 //!
 //! One [`Metrics`] per node, with its own Prometheus registry (not a process-global one), so
 //! several nodes can live in one test process and each test reads exactly its own gauges.
-//! Every metric of the README's table is a field here: this file is the list.
+//! Every metric of the README's table is a field here: this file is the list, except the
+//! `tickstream_runtime_*` family, which [`runtime`] reads from tokio at scrape time once a role
+//! calls [`Metrics::observe_runtime`].
 
 use std::sync::Arc;
 
@@ -13,6 +15,7 @@ use prometheus::{
 };
 
 pub mod logging;
+mod runtime;
 
 /// Every metric a node exports.
 #[derive(Debug)]
@@ -147,6 +150,17 @@ impl Metrics {
         reg(Box::new(m.engines_up.clone()));
         reg(Box::new(m.engine_failovers.clone()));
         Arc::new(m)
+    }
+
+    /// Exports the tokio runtime behind `handle` as `tickstream_runtime_*`, read at every scrape.
+    /// Each role calls it once with the runtime it runs on; a second call keeps the first
+    /// runtime (the families are already registered).
+    pub fn observe_runtime(&self, handle: &tokio::runtime::Handle) {
+        let registered =
+            runtime::RuntimeCollector::new(handle.clone()).and_then(|c| self.registry.register(Box::new(c)));
+        if let Err(e) = registered {
+            tracing::debug!(error = %e, "runtime metrics not registered again");
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -31,6 +31,7 @@ pub struct RunningEngine {
 pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
     args.validate().map_err(invalid)?;
     let metrics = Metrics::new();
+    metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
     let (broker, store) =

@@ -28,6 +28,7 @@ pub struct RunningFeed {
 pub async fn start(args: &FeedArgs) -> io::Result<RunningFeed> {
     args.validate().map_err(invalid)?;
     let metrics = Metrics::new();
+    metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
     let (broker, _store) =

@@ -29,6 +29,7 @@ pub struct RunningGateway {
 pub async fn start(args: &GatewayArgs) -> io::Result<RunningGateway> {
     args.validate().map_err(invalid)?;
     let metrics = Metrics::new();
+    metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
     let remote = RemoteEngine::new(

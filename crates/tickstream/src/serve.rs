@@ -72,6 +72,7 @@ pub(crate) fn redis_node(
 pub async fn start(args: &ServeArgs) -> io::Result<Running> {
     args.validate().map_err(invalid)?;
     let metrics = Metrics::new();
+    metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
     let (broker, engine): (Arc<dyn Broker>, Engine) = match &args.redis {
