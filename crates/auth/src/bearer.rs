@@ -192,4 +192,25 @@ mod tests {
         assert_eq!(crate::AuthError::from(BearerError::Missing), crate::AuthError::Missing);
         assert_eq!(crate::AuthError::from(BearerError::TooLong), crate::AuthError::Malformed);
     }
+
+    proptest::proptest! {
+        // Outside input: any bytes must give a typed answer, and an accepted token is always
+        // a well-formed b64token within the bound.
+        #[test]
+        fn any_header_or_query_is_answered_without_panic(
+            header in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            query in "[a-z=&%0-9A-F.~+/ -]{0,64}",
+        ) {
+            let mut value = b"Bearer ".to_vec();
+            value.extend_from_slice(&header);
+            if let Ok(t) = from_authorization(&value) {
+                proptest::prop_assert!(!t.is_empty() && t.len() <= MAX_TOKEN_LEN);
+                proptest::prop_assert!(checked(t.as_bytes()).is_ok());
+            }
+            if let Ok(Some(t)) = from_query(&query) {
+                proptest::prop_assert!(checked(t.as_bytes()).is_ok());
+            }
+            let _ = from_request(Some(&header), Some(&query));
+        }
+    }
 }
