@@ -18,6 +18,6 @@ pub mod pb {
     tonic::include_proto!("tickstream.v1");
 }
 
-pub use client::{RemoteConfig, RemoteEngine, RemoteUpdates};
+pub use client::{RemoteConfig, RemoteConfigError, RemoteEngine, RemoteUpdates};
 pub use server::{EngineService, GrpcServerConfig, serve};
 pub use tickstream_api::MonitoringService;

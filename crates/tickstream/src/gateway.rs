@@ -41,7 +41,7 @@ pub async fn start(args: &GatewayArgs) -> io::Result<RunningGateway> {
         },
         Arc::clone(&metrics),
     )
-    .map_err(invalid)?;
+    .map_err(|e| invalid(e.to_string()))?;
     remote.start_prober(&background, shutdown.clone()).await;
     let listener = bind(args.edge.listen, args.edge.reuse_port)?;
     let addr = listener.local_addr()?;

@@ -1,0 +1,242 @@
+//! One call to the remote engines: a deadline on each attempt, and the loop that tries the
+//! engines of an order (from [`super::placement`]) until one answers, marking each outcome
+//! (in [`super::probe`]). Unary calls and opening a stream ([`super::failover`]) share it.
+//!
+//! Failures are a [`CallError`] that says whether an engine answered; the [`MonitoringService`]
+//! methods turn it into a [`ServiceError`] with `?`.
+//!
+//! [`MonitoringService`]: tickstream_api::MonitoringService
+
+use std::time::Duration;
+
+use tickstream_api::{ServiceError, SessionId};
+use tonic::codec::Streaming;
+use tonic::{Request, Response, Status};
+
+use super::placement::session_hash;
+use super::{Client, Inner};
+use crate::convert::{from_status, is_transport};
+use crate::pb;
+
+/// Why no engine gave an answer that settles a call, by what the caller can do.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    /// There was no engine to try.
+    #[error("no engine reachable")]
+    NoEngine,
+    /// The last engine tried (or the way to it) failed: it says nothing about the request, so
+    /// it may be retried, elsewhere or later. The engine was marked down.
+    #[error("engine unreachable: {}", .0.message())]
+    Transport(Status),
+    /// The last engine tried did not answer within `call_timeout`. It was marked down; retry.
+    #[error("engine call timed out")]
+    TimedOut,
+    /// An engine answered with this error: final for this request, hand it to the client.
+    #[error(transparent)]
+    Engine(ServiceError),
+}
+
+impl CallError {
+    /// True when an engine said the session does not exist (as opposed to nobody answering).
+    pub(super) fn is_session_not_found(&self) -> bool {
+        matches!(self, Self::Engine(ServiceError::SessionNotFound))
+    }
+}
+
+/// The mapping of today's wire: what the engine said stays what it said; an engine nobody could
+/// reach is `Unavailable` (503, 1013), worded as `convert::from_status` words a transport failure.
+impl From<CallError> for ServiceError {
+    fn from(e: CallError) -> Self {
+        match e {
+            CallError::Engine(e) => e,
+            CallError::Transport(status) => from_status(&status),
+            e @ (CallError::NoEngine | CallError::TimedOut) => ServiceError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// A request with a deadline, sent as `grpc-timeout` so the engine also gives up on a call the
+/// gateway gave up on.
+pub(super) fn request<T>(msg: T, timeout: Duration) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.set_timeout(timeout);
+    req
+}
+
+impl Inner {
+    /// A unary call, tried on each engine of `order` until one answers. Only transport failures
+    /// move on to the next engine; an answer (even an error) is final.
+    pub(super) async fn call<T, F, Fut>(&self, order: Vec<usize>, key: u64, f: F) -> Result<T, CallError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.first_taker(order, key, |_| false, f).await.map(|(_, answer)| answer)
+    }
+
+    /// Opens a session's stream on the first engine of its order that takes it (`last`, the
+    /// engine that just failed, is tried last). Besides transport failures, an engine that is
+    /// full or cannot serve now (draining, its Redis away) passes the session on: another may
+    /// take it.
+    pub(super) async fn open(
+        &self,
+        id: SessionId,
+        last: Option<usize>,
+    ) -> Result<(usize, Streaming<pb::PriceUpdate>), CallError> {
+        let passes_on =
+            |e: &ServiceError| matches!(e, ServiceError::SessionLimit { .. } | ServiceError::Unavailable(_));
+        // No deadline on the request itself: the stream lives as long as its socket. Only
+        // getting the answer is bounded (by `call_timeout`, in `first_taker`).
+        self.first_taker(self.order_for(id, last), session_hash(id), passes_on, |mut c| async move {
+            c.stream_price_updates(Request::new(pb::StreamPriceUpdatesRequest { session_id: id.to_string() }))
+                .await
+        })
+        .await
+    }
+
+    /// Tries `f` on each engine of `order` within `call_timeout` each: the first answer wins,
+    /// unless it is an error that `passes_on`. A transport failure or a timeout marks the engine
+    /// down and moves on. The error is the last engine's.
+    async fn first_taker<T, F, Fut>(
+        &self,
+        order: Vec<usize>,
+        key: u64,
+        passes_on: impl Fn(&ServiceError) -> bool,
+        f: F,
+    ) -> Result<(usize, T), CallError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        let mut last = CallError::NoEngine;
+        for idx in order {
+            match tokio::time::timeout(self.config.call_timeout, f(self.client(idx, key))).await {
+                Ok(Ok(resp)) => {
+                    self.mark(idx, true);
+                    return Ok((idx, resp.into_inner()));
+                }
+                Ok(Err(status)) if is_transport(&status) => {
+                    self.mark(idx, false);
+                    last = CallError::Transport(status);
+                }
+                Ok(Err(status)) => match from_status(&status) {
+                    e if passes_on(&e) => last = CallError::Engine(e),
+                    e => return Err(CallError::Engine(e)),
+                },
+                Err(_) => {
+                    self.mark(idx, false);
+                    last = CallError::TimedOut;
+                }
+            }
+        }
+        Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Ready;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tickstream_telemetry::Metrics;
+
+    use super::*;
+    use crate::client::{RemoteConfig, RemoteEngine};
+    use crate::convert::to_status;
+
+    #[test]
+    fn call_errors_map_to_the_service_errors_of_the_wire() {
+        let status = Status::unavailable("connection refused");
+        assert_eq!(ServiceError::from(CallError::Transport(status.clone())), from_status(&status));
+        assert_eq!(
+            ServiceError::from(CallError::TimedOut),
+            ServiceError::Unavailable("engine call timed out".into())
+        );
+        assert_eq!(
+            ServiceError::from(CallError::NoEngine),
+            ServiceError::Unavailable("no engine reachable".into())
+        );
+        for e in
+            [ServiceError::SessionNotFound, ServiceError::SessionLimit { max: 3 }, ServiceError::NoTickers]
+        {
+            assert_eq!(ServiceError::from(CallError::Engine(e.clone())), e);
+        }
+        assert!(CallError::Engine(ServiceError::SessionNotFound).is_session_not_found());
+        assert!(!CallError::Transport(Status::not_found("x")).is_session_not_found());
+    }
+
+    fn remote(engines: usize) -> RemoteEngine {
+        let uris = (0..engines).map(|i| format!("http://127.0.0.1:{}", 1 + i)).collect();
+        RemoteEngine::new(RemoteConfig::new(uris), Metrics::new()).expect("valid settings")
+    }
+
+    /// An attempt that gives `answers` in turn, counting the attempts in `tried`.
+    fn scripted(
+        answers: Vec<Result<u8, Status>>,
+        tried: &AtomicUsize,
+    ) -> impl Fn(Client) -> Ready<Result<Response<u8>, Status>> + '_ {
+        move |_| {
+            let n = tried.fetch_add(1, Ordering::Relaxed);
+            let answer = answers.get(n).cloned().unwrap_or_else(|| Err(Status::internal("unscripted")));
+            std::future::ready(answer.map(Response::new))
+        }
+    }
+
+    /// An engine that answers (even with an error) settles a call; one that cannot be reached
+    /// is marked down and the next is tried.
+    #[tokio::test]
+    async fn only_transport_failures_move_on_to_the_next_engine() {
+        let remote = remote(2);
+        let inner = &remote.inner;
+        inner.mark(0, true);
+
+        // The first engine's transport fails: it is marked down, the second answers.
+        let tried = AtomicUsize::new(0);
+        let got = inner.call(vec![0, 1], 0, scripted(vec![Err(Status::unavailable("reset")), Ok(7)], &tried));
+        assert_eq!(got.await.ok(), Some(7));
+        assert_eq!(inner.up_flags(), vec![false, true]);
+
+        // The engine's own answer is final, even an error, and leaves the engine up.
+        let tried = AtomicUsize::new(0);
+        let refused = to_status(ServiceError::SessionLimit { max: 1 });
+        let got = inner.call(vec![1, 0], 0, scripted(vec![Err(refused), Ok(7)], &tried)).await;
+        assert!(matches!(got, Err(CallError::Engine(ServiceError::SessionLimit { max: 1 }))), "{got:?}");
+        assert_eq!(tried.load(Ordering::Relaxed), 1, "no second engine tried");
+        assert_eq!(inner.up_flags(), vec![false, true]);
+
+        // Nobody reachable: the last failure is the answer.
+        let tried = AtomicUsize::new(0);
+        let down = vec![Err(Status::unavailable("a")), Err(Status::unavailable("b"))];
+        let got = inner.call(vec![1, 0], 0, scripted(down, &tried)).await;
+        assert!(matches!(&got, Err(CallError::Transport(s)) if s.message() == "b"), "{got:?}");
+        assert_eq!(inner.up_flags(), vec![false, false]);
+    }
+
+    /// Opening a stream passes the session on when an engine is full or cannot serve now, but
+    /// not when the session does not exist.
+    #[tokio::test]
+    async fn a_full_engine_passes_the_session_on() {
+        let remote = remote(2);
+        let full = to_status(ServiceError::SessionLimit { max: 1 });
+        let tried = AtomicUsize::new(0);
+        let passes_on = |e: &ServiceError| matches!(e, ServiceError::SessionLimit { .. });
+        let got =
+            remote.inner.first_taker(vec![0, 1], 0, passes_on, scripted(vec![Err(full), Ok(3)], &tried));
+        assert_eq!(got.await.ok(), Some((1, 3)));
+        let tried = AtomicUsize::new(0);
+        let gone = to_status(ServiceError::SessionNotFound);
+        let got =
+            remote.inner.first_taker(vec![0, 1], 0, passes_on, scripted(vec![Err(gone), Ok(3)], &tried));
+        assert!(got.await.is_err_and(|e| e.is_session_not_found()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_engine_times_out_and_is_marked_down() {
+        let remote = remote(1);
+        remote.inner.mark(0, true);
+        let got =
+            remote.inner.call(vec![0], 0, |_c| std::future::pending::<Result<Response<()>, Status>>()).await;
+        assert!(matches!(got, Err(CallError::TimedOut)), "{got:?}");
+        assert_eq!(remote.engines_up(), 0);
+    }
+}
