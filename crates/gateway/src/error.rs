@@ -5,25 +5,27 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tickstream_api::{ErrorCode, ServiceError, TickError, TickerError};
 
-/// An error answer of the REST API.
+/// An error answer of the REST API; its status follows from its code ([`status_of`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { status: status_of(code), code, message: message.into() }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, message)
+    /// The same as [`ApiError::new`], for the many 400s (reads better at the call site).
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
+        debug_assert_eq!(status_of(code), StatusCode::BAD_REQUEST);
+        Self::new(code, message)
     }
 
     pub fn not_found_route() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "Route not found")
+        Self::new(ErrorCode::NotFound, "Route not found")
     }
 
     pub fn session_not_found() -> Self {
@@ -31,41 +33,27 @@ impl ApiError {
     }
 }
 
-/// The error code and status for a service error; the WebSocket `error` message uses the code.
-pub fn service_error_code(e: &ServiceError) -> (StatusCode, &'static str) {
-    match e {
-        ServiceError::SessionNotFound => (StatusCode::NOT_FOUND, "session_not_found"),
-        ServiceError::NoTickers => (StatusCode::BAD_REQUEST, "empty_tickers"),
-        ServiceError::TooManyTickers { .. } => (StatusCode::BAD_REQUEST, "too_many_tickers"),
-        ServiceError::InvalidRate { .. } => (StatusCode::BAD_REQUEST, "invalid_max_rate"),
-        ServiceError::SessionLimit { .. } => (StatusCode::SERVICE_UNAVAILABLE, "session_limit_reached"),
-        ServiceError::SymbolLimit { .. } => (StatusCode::SERVICE_UNAVAILABLE, "symbol_limit_reached"),
-        ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-    }
-}
-
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
-        let (status, code) = service_error_code(&e);
-        Self::new(status, code, e.to_string())
+        Self::new(e.code(), e.to_string())
     }
 }
 
 impl From<TickerError> for ApiError {
     fn from(e: TickerError) -> Self {
-        Self::bad_request("invalid_ticker", e.to_string())
+        Self::bad_request(ErrorCode::InvalidTicker, e.to_string())
     }
 }
 
 impl From<TickError> for ApiError {
     fn from(e: TickError) -> Self {
-        Self::bad_request("invalid_price", e.to_string())
+        Self::bad_request(ErrorCode::InvalidPrice, e.to_string())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
+        let body = serde_json::json!({ "error": { "code": self.code.as_str(), "message": self.message } });
         (self.status, Json(body)).into_response()
     }
 }

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use serde_json::Value;
-use tickstream_api::{SharedTick, Ticker, normalize_tickers};
+use tickstream_api::{ErrorCode, SharedTick, Ticker, normalize_tickers};
 
 /// A message from the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,12 +19,12 @@ pub enum ClientMessage {
 /// Why a client message was refused; sent back as `{"type":"error",...}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProtocolError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ProtocolError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
     }
 }
@@ -36,17 +36,16 @@ impl ProtocolError {
 /// `unknown_type`, `empty_tickers`, `invalid_ticker`.
 pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
     let value: Value = serde_json::from_str(text)
-        .map_err(|e| ProtocolError::new("invalid_json", format!("message is not valid JSON: {e}")))?;
-    let kind = value
-        .get("type")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ProtocolError::new("invalid_message", "message needs a string field \"type\""))?;
+        .map_err(|e| ProtocolError::new(ErrorCode::InvalidJson, format!("message is not valid JSON: {e}")))?;
+    let kind = value.get("type").and_then(Value::as_str).ok_or_else(|| {
+        ProtocolError::new(ErrorCode::InvalidMessage, "message needs a string field \"type\"")
+    })?;
     match kind {
         "ping" => Ok(ClientMessage::Ping),
         "subscribe" => Ok(ClientMessage::Subscribe(tickers_field(&value)?)),
         "unsubscribe" => Ok(ClientMessage::Unsubscribe(tickers_field(&value)?)),
         other => Err(ProtocolError::new(
-            "unknown_type",
+            ErrorCode::UnknownType,
             format!(
                 "unknown message type {:?}; expected ping, subscribe or unsubscribe",
                 other.chars().take(32).collect::<String>()
@@ -56,13 +55,13 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
 }
 
 fn tickers_field(value: &Value) -> Result<Vec<Ticker>, ProtocolError> {
-    let bad = || ProtocolError::new("invalid_message", "\"tickers\" must be an array of strings");
+    let bad = || ProtocolError::new(ErrorCode::InvalidMessage, "\"tickers\" must be an array of strings");
     let items = value.get("tickers").and_then(Value::as_array).ok_or_else(bad)?;
     let symbols = items.iter().map(Value::as_str).collect::<Option<Vec<&str>>>().ok_or_else(bad)?;
     if symbols.is_empty() {
-        return Err(ProtocolError::new("empty_tickers", "\"tickers\" must not be empty"));
+        return Err(ProtocolError::new(ErrorCode::EmptyTickers, "\"tickers\" must not be empty"));
     }
-    normalize_tickers(&symbols).map_err(|e| ProtocolError::new("invalid_ticker", e.to_string()))
+    normalize_tickers(&symbols).map_err(|e| ProtocolError::new(ErrorCode::InvalidTicker, e.to_string()))
 }
 
 /// Kind of a data message.
@@ -103,8 +102,8 @@ pub fn subscribed(tickers: &[Ticker]) -> String {
 }
 
 /// `{"type":"error","code":...,"message":...}`.
-pub fn error(code: &str, message: &str) -> String {
-    serde_json::json!({ "type": "error", "code": code, "message": message }).to_string()
+pub fn error(code: ErrorCode, message: &str) -> String {
+    serde_json::json!({ "type": "error", "code": code.as_str(), "message": message }).to_string()
 }
 
 #[cfg(test)]
@@ -116,7 +115,7 @@ mod tests {
     use super::*;
 
     fn code(text: &str) -> &'static str {
-        parse_client(text).unwrap_err().code
+        parse_client(text).unwrap_err().code.as_str()
     }
 
     #[test]
@@ -159,7 +158,7 @@ mod tests {
         assert_eq!(pong(9), r#"{"type":"pong","ts":9}"#);
         let v: Value = serde_json::from_str(&subscribed(&[Ticker::parse("A").unwrap()])).unwrap();
         assert_eq!(v, serde_json::json!({"type":"subscribed","tickers":["A"]}));
-        let v: Value = serde_json::from_str(&error("x", "say \"hi\"")).unwrap();
+        let v: Value = serde_json::from_str(&error(ErrorCode::InvalidJson, "say \"hi\"")).unwrap();
         assert_eq!(v["message"], "say \"hi\"");
     }
 }
@@ -172,6 +171,16 @@ mod properties {
     use tickstream_api::Tick;
 
     use super::*;
+
+    /// README, WebSocket protocol: the codes of a refused client message (besides the engine's).
+    const CLIENT_MESSAGE_CODES: &[ErrorCode] = &[
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidMessage,
+        ErrorCode::UnknownType,
+        ErrorCode::EmptyTickers,
+        ErrorCode::InvalidTicker,
+        ErrorCode::TooManyTickers,
+    ];
 
     fn json_value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
@@ -195,11 +204,12 @@ mod properties {
     }
 
     proptest! {
-        /// Arbitrary text never panics the parser, and every refusal carries a code.
+        /// Arbitrary text never panics the parser, and a refusal is one of the codes the README
+        /// documents for client messages (not, say, a REST-only code leaking onto the socket).
         #[test]
         fn parse_client_is_total_on_text(s in any::<String>()) {
             if let Err(e) = parse_client(&s) {
-                prop_assert!(!e.code.is_empty());
+                prop_assert!(CLIENT_MESSAGE_CODES.contains(&e.code), "{}", e.code);
             }
         }
 

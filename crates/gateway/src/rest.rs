@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tickstream_api::{
-    MonitoringService, SessionId, SessionInfo, StartRequest, Tick, Ticker, normalize_tickers, now_ms,
+    ErrorCode, MonitoringService, SessionId, SessionInfo, StartRequest, Tick, Ticker, normalize_tickers,
+    now_ms,
 };
 
 use crate::AppState;
@@ -96,27 +97,23 @@ pub async fn publish_prices<S: MonitoringService>(
         obj @ Value::Object(_) => vec![obj],
         _ => {
             return Err(ApiError::bad_request(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "expected a price object or an array of them",
             ));
         }
     };
     if items.is_empty() {
-        return Err(ApiError::bad_request("empty_prices", "no prices in the request"));
+        return Err(ApiError::bad_request(ErrorCode::EmptyPrices, "no prices in the request"));
     }
     let max = st.config.max_prices_per_request;
     if items.len() > max {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_prices",
-            format!("at most {max} prices per request"),
-        ));
+        return Err(ApiError::new(ErrorCode::TooManyPrices, format!("at most {max} prices per request")));
     }
     let now = now_ms();
     let mut ticks = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let p: PriceIn = serde_json::from_value(item)
-            .map_err(|e| ApiError::bad_request("invalid_request", format!("price {i}: {e}")))?;
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, format!("price {i}: {e}")))?;
         let ticker = Ticker::parse(&p.ticker)?;
         ticks.push(Tick::new(ticker, p.price, p.ts.unwrap_or(now))?);
     }
@@ -161,11 +158,7 @@ pub async fn request_timeout(
     match tokio::time::timeout(budget, next.run(req)).await {
         Ok(response) => response,
         Err(_) => {
-            let e = ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "request_timeout",
-                "request not completed in time",
-            );
+            let e = ApiError::new(ErrorCode::RequestTimeout, "request not completed in time");
             let mut response = e.into_response();
             // The connection may be mid-body: do not reuse it.
             response.headers_mut().insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
@@ -179,7 +172,7 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed for this route")
+    ApiError::new(ErrorCode::MethodNotAllowed, "Method not allowed for this route")
 }
 
 /// Reads a JSON body: `Content-Type: application/json`, at most `limit` bytes.
@@ -198,26 +191,18 @@ fn json_body<T: DeserializeOwned>(
         })
         .unwrap_or(false);
     if !json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "Content-Type must be application/json",
-        ));
+        return Err(ApiError::new(ErrorCode::UnsupportedMediaType, "Content-Type must be application/json"));
     }
     let bytes = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request body is over {limit} bytes"),
-            )
+            ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is over {limit} bytes"))
         } else {
-            ApiError::bad_request("invalid_body", r.body_text())
+            ApiError::bad_request(ErrorCode::InvalidBody, r.body_text())
         }
     })?;
     serde_json::from_slice(&bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::bad_request("invalid_request", e.to_string()),
-        _ => ApiError::bad_request("invalid_json", format!("body is not valid JSON: {e}")),
+        serde_json::error::Category::Data => ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string()),
+        _ => ApiError::bad_request(ErrorCode::InvalidJson, format!("body is not valid JSON: {e}")),
     })
 }
 

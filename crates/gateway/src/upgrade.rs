@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tickstream_api::{MonitoringService, SessionId};
+use tickstream_api::{ErrorCode, MonitoringService, SessionId};
 use tickstream_telemetry::GaugeGuard;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -37,23 +37,21 @@ pub async fn ws_upgrade<S: MonitoringService>(
     mut req: Request,
 ) -> Result<Response, ApiError> {
     let raw = query.ok().and_then(|Query(q)| q.session_id).ok_or_else(|| {
-        ApiError::bad_request("missing_session_id", "query parameter session_id is required")
+        ApiError::bad_request(ErrorCode::MissingSessionId, "query parameter session_id is required")
     })?;
     let handshake = match check(&mut req) {
         Ok(h) => h,
         Err(refusal) => return Ok(refusal.into_response()),
     };
     if st.shutdown.is_cancelled() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "server is shutting down",
-        ));
+        return Err(ApiError::new(ErrorCode::ShuttingDown, "server is shutting down"));
     }
     // The permit is taken before the upgrade and released when the connection task ends.
-    let permit = st.permits.clone().try_acquire_owned().map_err(|_| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_connections", "connection limit reached")
-    })?;
+    let permit = st
+        .permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::new(ErrorCode::TooManyConnections, "connection limit reached"))?;
     let session = SessionId::parse(&raw).ok_or_else(ApiError::session_not_found)?;
     // Attaching here replaces (4409) any older socket of the session before this one upgrades.
     let mut updates = st.service.stream_price_updates(session).await?;
@@ -121,22 +119,17 @@ fn lists_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bo
 ///   cannot be upgraded (not HTTP/1.1).
 pub fn check(req: &mut Request) -> Result<Handshake, Refusal> {
     if req.method() != Method::GET {
-        let e = ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "a WebSocket handshake is a GET",
-        );
+        let e = ApiError::new(ErrorCode::MethodNotAllowed, "a WebSocket handshake is a GET");
         return Err(Refusal(e));
     }
     let upgrade_required = |why: &str| {
         Refusal(ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "websocket_upgrade_required",
+            ErrorCode::WebsocketUpgradeRequired,
             format!("not a WebSocket handshake: {why}"),
         ))
     };
     let invalid = |why: &str| {
-        Refusal(ApiError::bad_request("invalid_handshake", format!("bad WebSocket handshake: {why}")))
+        Refusal(ApiError::bad_request(ErrorCode::InvalidHandshake, format!("bad WebSocket handshake: {why}")))
     };
     let headers = req.headers();
     if !lists_token(headers, header::CONNECTION, "upgrade") {

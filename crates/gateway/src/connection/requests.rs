@@ -21,7 +21,6 @@ use std::pin::Pin;
 use tickstream_api::{MonitoringService, SessionId, Ticker, now_ms};
 
 use crate::close::{CloseCode, Ending};
-use crate::error::service_error_code;
 use crate::protocol::{self, ClientMessage, ProtocolError};
 
 /// One client text message, parsed.
@@ -125,7 +124,7 @@ impl<'a, S: MonitoringService> Requests<'a, S> {
                 self.in_flight = Some(Box::pin(async move {
                     match service.update_tickers(session, add, remove).await {
                         Ok(all) => protocol::subscribed(&all),
-                        Err(e) => protocol::error(service_error_code(&e).1, &e.to_string()),
+                        Err(e) => protocol::error(e.code(), &e.to_string()),
                     }
                 }));
                 None
