@@ -184,3 +184,5 @@ impl ClusterListener for Listener {
     }
 }
 
+#[cfg(test)]
+mod tests;
