@@ -10,6 +10,9 @@ use tickstream_api::{
 };
 use tickstream_broker::InMemoryBroker;
 use tickstream_telemetry::Metrics;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::*;
 

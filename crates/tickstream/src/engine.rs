@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tickstream_engine::Engine;
+use tickstream_engine::{Engine, SharedEngine};
 use tickstream_rpc::GrpcServerConfig;
 use tickstream_telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,7 @@ pub struct RunningEngine {
     pub grpc_addr: SocketAddr,
     pub metrics_addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    /// The local engine (counts, shutdown); gRPC serves it through its [`SharedEngine`].
     pub engine: Engine,
     pub handle: Handle,
 }
@@ -36,8 +37,10 @@ pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
     let background = TaskTracker::new();
     let (broker, store) =
         redis_node(&args.redis, args.sessions.max_symbols, &metrics, &background, &shutdown)?;
-    let engine = Engine::with_store(engine_config(&args.sessions), broker, store, Arc::clone(&metrics));
-    engine.spawn_sweeper(&background, shutdown.clone());
+    let engine = Engine::new(engine_config(&args.sessions), broker, Arc::clone(&metrics));
+    // Served through the cluster layer: sessions live in Redis too, so any engine can take one.
+    let shared = SharedEngine::new(engine.clone(), store);
+    shared.spawn_sweeper(&background, shutdown.clone());
 
     let grpc = bind(args.grpc_listen, false)?;
     let grpc_addr = grpc.local_addr()?;
@@ -64,7 +67,7 @@ pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
                     engine.shutdown();
                 }
             };
-            let server = tickstream_rpc::serve(Arc::new(engine.clone()), metrics, grpc, &config, stop);
+            let server = tickstream_rpc::serve(Arc::new(shared), metrics, grpc, &config, stop);
             tokio::pin!(server);
             let outcome = tokio::select! {
                 r = &mut server => Some(r),

@@ -6,11 +6,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tickstream_api::MonitoringService;
 use tickstream_broker::{Broker, InMemoryBroker, RedisBroker, RedisConfig, SessionStore};
-use tickstream_engine::{Engine, EngineConfig};
+use tickstream_engine::{Engine, EngineConfig, SharedEngine};
 use tickstream_feed::{FeedConfig, SimulatedFeed};
-use tickstream_gateway::Gateway;
+use tickstream_gateway::{Gateway, GatewayConfig};
 use tickstream_telemetry::Metrics;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,6 +26,8 @@ pub struct Running {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    /// The local engine (counts, shutdown), also when the gateway serves it through a
+    /// [`SharedEngine`].
     pub engine: Engine,
     handle: Handle,
 }
@@ -75,28 +80,25 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
-    let (broker, engine): (Arc<dyn Broker>, Engine) = match &args.redis {
-        None => {
-            let broker = Arc::new(InMemoryBroker::new(args.sessions.max_symbols, Arc::clone(&metrics)));
-            let engine = Engine::new(engine_config(&args.sessions), broker.clone(), Arc::clone(&metrics));
-            (broker, engine)
-        }
+    let (broker, store): (Arc<dyn Broker>, Option<Arc<dyn SessionStore>>) = match &args.redis {
+        None => (Arc::new(InMemoryBroker::new(args.sessions.max_symbols, Arc::clone(&metrics))), None),
         Some(url) => {
             let (broker, store) =
                 redis_node(url, args.sessions.max_symbols, &metrics, &background, &shutdown)?;
-            let engine = Engine::with_store(
-                engine_config(&args.sessions),
-                broker.clone(),
-                store,
-                Arc::clone(&metrics),
-            );
-            (broker, engine)
+            (broker, Some(store))
         }
     };
+    let engine = Engine::new(engine_config(&args.sessions), broker.clone(), Arc::clone(&metrics));
+    // With a store, the gateway serves through the cluster layer; `engine` stays the local
+    // handle (counts, shutdown) either way.
+    let shared = store.map(|store| SharedEngine::new(engine.clone(), store));
     let listener = bind(args.edge.listen, args.edge.reuse_port)?;
     let addr = listener.local_addr()?;
 
-    engine.spawn_sweeper(&background, shutdown.clone());
+    match &shared {
+        Some(shared) => shared.spawn_sweeper(&background, shutdown.clone()),
+        None => engine.spawn_sweeper(&background, shutdown.clone()),
+    }
     if !args.no_feed {
         let feed = SimulatedFeed::new(&FeedConfig {
             tickers: args.sim.tickers,
@@ -105,21 +107,41 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
         });
         feed.spawn(broker, &metrics, &background, shutdown.clone());
     }
-    let gateway = Gateway::new(
-        Arc::new(engine.clone()),
-        Arc::clone(&metrics),
-        gateway_config(&args.edge, &args.common),
-        shutdown.clone(),
-    )
-    .map_err(|e| invalid(e.to_string()))?;
-    let task = {
-        let engine = engine.clone();
-        tokio::spawn(async move {
+    let node = Node {
+        metrics: Arc::clone(&metrics),
+        config: gateway_config(&args.edge, &args.common),
+        shutdown: shutdown.clone(),
+        listener,
+        background,
+        engine: engine.clone(),
+    };
+    let task = match shared {
+        Some(shared) => node.serve(Arc::new(shared)),
+        None => node.serve(Arc::new(engine.clone())),
+    }?;
+    Ok(Running { addr, metrics, engine, handle: Handle::new(shutdown, task) })
+}
+
+/// What the gateway task needs, whichever service it serves.
+struct Node {
+    metrics: Arc<Metrics>,
+    config: GatewayConfig,
+    shutdown: CancellationToken,
+    listener: TcpListener,
+    background: TaskTracker,
+    engine: Engine,
+}
+
+impl Node {
+    /// Serves `service` until shutdown, then stops the background tasks and ends every session.
+    fn serve<S: MonitoringService>(self, service: Arc<S>) -> io::Result<JoinHandle<()>> {
+        let Self { metrics, config, shutdown, listener, background, engine } = self;
+        let gateway = Gateway::new(service, metrics, config, shutdown).map_err(|e| invalid(e.to_string()))?;
+        Ok(tokio::spawn(async move {
             gateway.serve(listener).await;
             background.close();
             background.wait().await;
             engine.shutdown();
-        })
-    };
-    Ok(Running { addr, metrics, engine, handle: Handle::new(shutdown, task) })
+        }))
+    }
 }

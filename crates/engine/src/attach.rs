@@ -1,0 +1,121 @@
+//! Attaching an update stream to a session, and changing its tickers: the two operations that
+//! queue snapshots for the session's stream (`crate::stream`), taken from the broker's
+//! last-value cache.
+//!
+//! Both take the session's locks in its documented order (membership, then stream; see
+//! `crate::session`) so that a ticker change racing an attach is either in the attached stream's
+//! ticker list or in its snapshot, never lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tickstream_api::{ServiceError, SessionId, Ticker};
+
+use crate::session::Life;
+use crate::{Engine, Updates};
+
+impl Engine {
+    /// Attaches a new stream to a live session, replacing any stream already attached; the
+    /// stream starts with a snapshot of the session's tickers.
+    pub(crate) async fn attach(&self, id: SessionId) -> Result<Updates, ServiceError> {
+        let session = self.live_session(id)?;
+        // Rates were validated at creation, so this is a sane, finite interval.
+        let min_interval = session.max_rate_hz.map(|hz| Duration::from_secs_f64(1.0 / hz));
+        // The ticker list and the epoch are taken together (membership, then stream): a ticker
+        // change racing this attach is either in the list, or its snapshot lands on this stream.
+        let (tickers, epoch) = {
+            let membership = session.membership.lock();
+            let mut st = session.stream.lock();
+            if membership.ended || matches!(st.life, Life::Ended(_)) {
+                return Err(ServiceError::SessionNotFound);
+            }
+            st.epoch += 1;
+            // The replaced stream wakes, sees a stale epoch and ends with `Replaced`.
+            st.wake();
+            st.pending.clear();
+            st.snapshot = None;
+            if st.life != Life::Streaming {
+                st.set_life(Life::Streaming, &self.inner.metrics);
+            }
+            (membership.tickers.clone(), st.epoch)
+        };
+        // Built before the await below, so a cancelled attach still detaches on drop.
+        let updates =
+            Updates::new(Arc::clone(&session), epoch, min_interval, Arc::clone(&self.inner.metrics));
+        // Subscribed before reading the cache, and the cache is written before delivery: the
+        // snapshot is never older than a later delivered update (at worst one update repeats).
+        let values = self.inner.broker.last_values(&tickers).await;
+        {
+            let mut st = session.stream.lock();
+            if st.epoch == epoch {
+                let snapshot = st.snapshot.get_or_insert_with(Default::default);
+                for v in values {
+                    snapshot.entry(v.ticker()).or_insert(v);
+                }
+            }
+        }
+        Ok(updates)
+    }
+
+    /// Adds and removes tickers (re-subscribing under the membership lock); added ones are
+    /// snapshotted on the attached stream. Returns the whole set.
+    pub(crate) async fn change_tickers(
+        &self,
+        id: SessionId,
+        add: Vec<Ticker>,
+        remove: Vec<Ticker>,
+    ) -> Result<Vec<Ticker>, ServiceError> {
+        let session = self.live_session(id)?;
+        let max = self.inner.config.max_tickers_per_session;
+        let (added, removed, all) = {
+            let mut membership = session.membership.lock();
+            if membership.ended {
+                return Err(ServiceError::SessionNotFound);
+            }
+            let mut next: Vec<Ticker> =
+                membership.tickers.iter().copied().filter(|t| !remove.contains(t)).collect();
+            let mut added = Vec::new();
+            for t in add {
+                if !next.contains(&t) {
+                    next.push(t);
+                    added.push(t);
+                }
+            }
+            if next.len() > max {
+                return Err(ServiceError::TooManyTickers { max });
+            }
+            let removed: Vec<Ticker> =
+                membership.tickers.iter().copied().filter(|t| !next.contains(t)).collect();
+            let broker = &*self.inner.broker;
+            for &t in &removed {
+                self.inner.fanout.unwatch(t, id, broker);
+            }
+            for &t in &added {
+                self.inner.fanout.watch(t, &session, broker);
+            }
+            membership.tickers.clone_from(&next);
+            (added, removed, next)
+        };
+        if !removed.is_empty() {
+            let mut st = session.stream.lock();
+            for t in &removed {
+                st.pending.remove(t);
+                if let Some(snapshot) = &mut st.snapshot {
+                    snapshot.remove(t);
+                }
+            }
+        }
+        if !added.is_empty() {
+            let values = self.inner.broker.last_values(&added).await;
+            let membership = session.membership.lock();
+            let mut st = session.stream.lock();
+            if st.life == Life::Streaming {
+                st.wake();
+                // Only tickers still watched: another change may have removed one meanwhile.
+                let values = values.into_iter().filter(|v| membership.tickers.contains(&v.ticker()));
+                st.snapshot.get_or_insert_with(Default::default).extend(values.map(|v| (v.ticker(), v)));
+            }
+        }
+        Ok(all)
+    }
+}
