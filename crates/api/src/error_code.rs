@@ -92,6 +92,17 @@ error_codes! {
     InvalidMessage => "invalid_message",
     /// A WebSocket message of a type the server does not know.
     UnknownType => "unknown_type",
+    /// No token, or a token that is malformed, badly signed, expired or for another issuer or
+    /// audience (`WWW-Authenticate: Bearer`).
+    Unauthorized => "unauthorized",
+    /// A valid token without the scope the request needs.
+    Forbidden => "forbidden",
+    /// A cross-origin request or WebSocket handshake from an `Origin` not in `--allowed-origins`.
+    OriginNotAllowed => "origin_not_allowed",
+    /// A price whose `ts` is outside the accepted window.
+    InvalidTs => "invalid_ts",
+    /// The client is over one of its limits (`Retry-After` says when to try again).
+    RateLimited => "rate_limited",
 }
 
 impl fmt::Display for ErrorCode {

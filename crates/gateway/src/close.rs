@@ -22,6 +22,8 @@ pub enum CloseCode {
     TryAgainLater,
     /// 4008: a write did not complete within the write timeout (client not reading).
     SlowClient,
+    /// 4401: the connection's token expired and no fresh one was sent over the socket.
+    TokenExpired,
     /// 4404: the session was deleted or expired.
     SessionEnded,
     /// 4408: nothing received within the heartbeat timeout.
@@ -42,6 +44,7 @@ impl CloseCode {
         Self::InternalError,
         Self::TryAgainLater,
         Self::SlowClient,
+        Self::TokenExpired,
         Self::SessionEnded,
         Self::HeartbeatTimeout,
         Self::Replaced,
@@ -58,6 +61,7 @@ impl CloseCode {
             Self::InternalError => 1011,
             Self::TryAgainLater => 1013,
             Self::SlowClient => 4008,
+            Self::TokenExpired => 4401,
             Self::SessionEnded => 4404,
             Self::HeartbeatTimeout => 4408,
             Self::Replaced => 4409,
@@ -76,6 +80,7 @@ impl CloseCode {
             Self::InternalError => "internal error",
             Self::TryAgainLater => "no engine available",
             Self::SlowClient => "write timed out",
+            Self::TokenExpired => "token expired",
             Self::SessionEnded => "session ended",
             Self::HeartbeatTimeout => "heartbeat timeout",
             Self::Replaced => "replaced by a newer connection",

@@ -76,6 +76,10 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::InvalidHandshake
         | C::InvalidMessage
         | C::UnknownType => StatusCode::BAD_REQUEST,
+        C::InvalidTs => StatusCode::BAD_REQUEST,
+        C::Unauthorized => StatusCode::UNAUTHORIZED,
+        C::Forbidden | C::OriginNotAllowed => StatusCode::FORBIDDEN,
+        C::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         C::SessionNotFound | C::NotFound => StatusCode::NOT_FOUND,
         C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         C::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
