@@ -6,10 +6,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tickstream_broker::{Broker, InMemoryBroker, RedisBroker, RedisConfig, SessionStore};
+use tickstream_broker::{Broker, InMemoryBroker, SessionStore};
 use tickstream_engine::{Engine, EngineConfig};
 use tickstream_feed::{FeedConfig, SimulatedFeed};
 use tickstream_gateway::Gateway;
+use tickstream_redis::{RedisBroker, RedisConfig};
 use tickstream_telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
