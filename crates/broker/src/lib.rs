@@ -1,8 +1,8 @@
 //! The broker: where producers publish ticks and engines subscribe to tickers.
 //!
 //! [`Broker`] is the Pub/Sub seam. [`InMemoryBroker`] is the product's default (one binary,
-//! nothing to install); a Redis implementation shares the load between nodes. Both follow the
-//! same rules:
+//! nothing to install); the Redis implementation (crate `tickstream-redis`, which depends on
+//! this one, never the reverse) shares the load between nodes. Both follow the same rules:
 //! - the engine subscribes *per ticker per node* and is told about ticks through one
 //!   [`TickSink`], called from the publish path (in-process) or the broker read loop (Redis);
 //! - `subscribe`/`unsubscribe` never block: they record intent, and a networked broker
@@ -11,8 +11,9 @@
 //!
 //! Several nodes also share their sessions: [`SessionStore`] keeps session records where every
 //! engine can read them, and tells each engine ([`ClusterListener`]) when another one ends or
-//! takes over a session it holds. [`RedisBroker`] is both; the in-memory broker needs no store
-//! (its sessions never leave the process).
+//! takes over a session it holds. `tickstream_redis::RedisBroker` is both; the in-memory broker
+//! needs no store (its sessions never leave the process). This crate holds only the traits,
+//! their types and the in-process broker, so the crates built on it never compile a Redis client.
 
 use std::sync::Arc;
 
@@ -20,11 +21,9 @@ use futures::future::BoxFuture;
 use tickstream_api::{SharedTick, Tick, Ticker};
 
 mod memory;
-mod redis;
 mod store;
 
 pub use memory::InMemoryBroker;
-pub use redis::{RedisBroker, RedisConfig, channel_for, keys};
 pub use store::{ClusterListener, SessionRecord, SessionStore};
 
 /// Receives every tick for the tickers its node subscribes to.

@@ -5,12 +5,14 @@
 //! tickers, rate cap and creation time. Records expire unless refreshed, so a dead engine's
 //! sessions disappear on their own, and every engine re-writes the records it serves after the
 //! store comes back empty (a Redis restart without persistence).
+//!
+//! Only the contract lives here; the Redis impl and the stored JSON form of a record are in
+//! `tickstream-redis` (`wire::encode_session` / `wire::decode_session`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 use tickstream_api::{SessionId, SessionState, Ticker};
 
 use crate::BrokerError;
@@ -25,44 +27,6 @@ pub struct SessionRecord {
     /// As last written by the engine serving it (a hint for `GET /api/v1/sessions/{id}` on a
     /// node that does not hold the session).
     pub state: SessionState,
-}
-
-/// The stored JSON form; documented in the README's Redis contract.
-#[derive(Serialize, Deserialize)]
-struct Wire {
-    tickers: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_rate_hz: Option<f64>,
-    created_at_ms: u64,
-    state: String,
-}
-
-impl SessionRecord {
-    pub(crate) fn encode(&self) -> String {
-        let wire = Wire {
-            tickers: self.tickers.iter().map(|t| t.as_str().to_owned()).collect(),
-            max_rate_hz: self.max_rate_hz,
-            created_at_ms: self.created_at_ms,
-            state: self.state.as_str().to_owned(),
-        };
-        serde_json::to_string(&wire).unwrap_or_default()
-    }
-
-    /// Parses a stored record; `None` for anything malformed (it is treated as absent, never
-    /// trusted halfway).
-    pub(crate) fn decode(id: SessionId, bytes: &[u8]) -> Option<Self> {
-        let wire: Wire = serde_json::from_slice(bytes).ok()?;
-        let tickers = wire.tickers.iter().map(|t| Ticker::parse(t).ok()).collect::<Option<Vec<_>>>()?;
-        let state = SessionState::ALL.into_iter().find(|s| s.as_str() == wire.state)?;
-        let rate_ok = wire.max_rate_hz.is_none_or(|hz| hz.is_finite() && hz > 0.0);
-        (!tickers.is_empty() && rate_ok).then_some(Self {
-            id,
-            tickers,
-            max_rate_hz: wire.max_rate_hz,
-            created_at_ms: wire.created_at_ms,
-            state,
-        })
-    }
 }
 
 /// Told about other engines' actions on sessions; called from the store's reader task, so it
@@ -103,32 +67,4 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Tells every other engine that this one now streams the session.
     fn announce_attached(&self, id: SessionId) -> BoxFuture<'_, Result<(), BrokerError>>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_round_trip_and_bad_ones_are_absent() {
-        let id = SessionId::random();
-        let rec = SessionRecord {
-            id,
-            tickers: vec![Ticker::parse("AAPL").unwrap(), Ticker::parse("BRK.B").unwrap()],
-            max_rate_hz: Some(2.5),
-            created_at_ms: 1_764_230_400_123,
-            state: SessionState::Streaming,
-        };
-        assert_eq!(SessionRecord::decode(id, rec.encode().as_bytes()), Some(rec));
-        for bad in [
-            "",
-            "{}",
-            r#"{"tickers":[],"created_at_ms":1,"state":"pending"}"#,
-            r#"{"tickers":["not a ticker"],"created_at_ms":1,"state":"pending"}"#,
-            r#"{"tickers":["A"],"created_at_ms":1,"state":"sleeping"}"#,
-            r#"{"tickers":["A"],"created_at_ms":1,"state":"pending","max_rate_hz":-1}"#,
-        ] {
-            assert_eq!(SessionRecord::decode(id, bad.as_bytes()), None, "{bad}");
-        }
-    }
 }

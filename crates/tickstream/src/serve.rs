@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tickstream_api::MonitoringService;
-use tickstream_broker::{Broker, InMemoryBroker, RedisBroker, RedisConfig, SessionStore};
+use tickstream_broker::{Broker, InMemoryBroker, SessionStore};
 use tickstream_engine::{Engine, EngineConfig, SharedEngine};
 use tickstream_feed::{FeedConfig, SimulatedFeed};
 use tickstream_gateway::{Gateway, GatewayConfig};
+use tickstream_redis::{RedisBroker, RedisConfig};
 use tickstream_telemetry::Metrics;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;

@@ -410,7 +410,8 @@ async fn redis_subscriptions_converge_to_the_wanted_set_under_churn() {
     use std::sync::Arc;
 
     use tickstream_api::Ticker;
-    use tickstream_broker::{Broker, RedisBroker, RedisConfig};
+    use tickstream_broker::Broker;
+    use tickstream_redis::{RedisBroker, RedisConfig};
     use tokio_util::sync::CancellationToken;
     use tokio_util::task::TaskTracker;
 

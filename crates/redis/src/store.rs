@@ -1,0 +1,118 @@
+//! The [`SessionStore`] impl on Redis: session records as string keys with an expiry
+//! (`tickstream:session:<id>`), and the control messages that tell other engines about them.
+//!
+//! Uses the broker's command connection; the record and message forms are in [`crate::wire`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tickstream_api::SessionId;
+use tickstream_broker::{BrokerError, ClusterListener, SessionRecord, SessionStore};
+
+use crate::broker::{RedisBroker, unavailable};
+use crate::config::BATCH;
+use crate::keys::{self, session_key, ttl_ms};
+use crate::wire::{self, ControlMessage};
+
+impl RedisBroker {
+    async fn publish_control(
+        &self,
+        ended: Option<SessionId>,
+        attached: Option<SessionId>,
+    ) -> Result<(), BrokerError> {
+        let msg = ControlMessage {
+            node: self.shared.node.clone(),
+            ended: ended.map(|id| id.to_string()),
+            attached: attached.map(|id| id.to_string()),
+        };
+        redis::cmd("PUBLISH")
+            .arg(keys::CONTROL_CHANNEL)
+            .arg(wire::encode_control(&msg))
+            .query_async::<i64>(&mut self.conn())
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+}
+
+impl SessionStore for RedisBroker {
+    fn listen(&self, listener: Arc<dyn ClusterListener>) {
+        let _ = self.shared.listener.set(listener);
+    }
+
+    fn put(&self, records: Vec<(SessionRecord, Duration)>) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            for batch in records.chunks(BATCH) {
+                let mut pipe = redis::pipe();
+                for (r, ttl) in batch {
+                    pipe.cmd("SET")
+                        .arg(session_key(r.id))
+                        .arg(wire::encode_session(r))
+                        .arg("PX")
+                        .arg(ttl_ms(*ttl))
+                        .ignore();
+                }
+                pipe.query_async::<()>(&mut self.conn()).await.map_err(unavailable)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn replace(
+        &self,
+        record: SessionRecord,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        Box::pin(async move {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(session_key(record.id)).arg(wire::encode_session(&record)).arg("XX");
+            match ttl {
+                Some(ttl) => cmd.arg("PX").arg(ttl_ms(ttl)),
+                None => cmd.arg("KEEPTTL"),
+            };
+            let done: Option<String> = cmd.query_async(&mut self.conn()).await.map_err(unavailable)?;
+            Ok(done.is_some())
+        })
+    }
+
+    fn get(&self, id: SessionId) -> BoxFuture<'_, Result<Option<SessionRecord>, BrokerError>> {
+        Box::pin(async move {
+            let raw: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(session_key(id))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            Ok(raw.and_then(|raw| wire::decode_session(id, &raw)))
+        })
+    }
+
+    fn touch(&self, ids: Vec<SessionId>, ttl: Duration) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move {
+            for batch in ids.chunks(BATCH) {
+                let mut pipe = redis::pipe();
+                for &id in batch {
+                    pipe.cmd("PEXPIRE").arg(session_key(id)).arg(ttl_ms(ttl)).ignore();
+                }
+                pipe.query_async::<()>(&mut self.conn()).await.map_err(unavailable)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn remove(&self, id: SessionId) -> BoxFuture<'_, Result<bool, BrokerError>> {
+        Box::pin(async move {
+            let removed: i64 = redis::cmd("DEL")
+                .arg(session_key(id))
+                .query_async(&mut self.conn())
+                .await
+                .map_err(unavailable)?;
+            self.publish_control(Some(id), None).await?;
+            Ok(removed > 0)
+        })
+    }
+
+    fn announce_attached(&self, id: SessionId) -> BoxFuture<'_, Result<(), BrokerError>> {
+        Box::pin(async move { self.publish_control(None, Some(id)).await })
+    }
+}

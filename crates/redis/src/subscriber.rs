@@ -1,0 +1,194 @@
+//! The node's Pub/Sub connection loop: connect, subscribe what the plan says, read and dispatch
+//! messages, ping when idle, and start over with backoff when the connection drops.
+//!
+//! One task per node ([`run`]), spawned by `RedisBroker::start`. It never blocks on the engine:
+//! messages go to the sink and listener, which only enqueue. What to (un)subscribe is decided
+//! by `reconcile.rs`; this module only carries it out, in batches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use redis::aio::{PubSubSink, PubSubStream};
+use tickstream_api::{Backoff, SessionId};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Shared;
+use crate::config::{BACKOFF_MAX, BACKOFF_MIN, BATCH, PING_EVERY};
+use crate::keys::{self, channel_for};
+use crate::wire::{self, Incoming};
+
+/// The node's Pub/Sub connection: connect, subscribe everything wanted, read and reconcile until
+/// the connection drops, then start over with backoff.
+pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    let mut connected_before = false;
+    loop {
+        let outcome = match connect(&shared, &shutdown).await {
+            Err(Outcome::Shutdown) => return,
+            Err(Outcome::Lost(why)) => Outcome::Lost(why),
+            Ok((mut sink, mut stream)) => {
+                backoff.reset();
+                if connected_before {
+                    tracing::info!("redis: subscriber reconnected; restoring subscriptions and sessions");
+                    if let Some(listener) = shared.listener.get() {
+                        listener.reconnected();
+                    }
+                }
+                connected_before = true;
+                serve_connection(&shared, &mut sink, &mut stream, &shutdown).await
+            }
+        };
+        // Whatever Redis knew about this connection is gone with it.
+        shared.connection_lost();
+        match outcome {
+            Outcome::Shutdown => return,
+            Outcome::Lost(why) => {
+                let pause = backoff.next_delay();
+                tracing::warn!(error = %why, retry_in = ?pause, "redis: subscriber disconnected; reconnecting");
+                if !sleep_or_shutdown(pause, &shutdown).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Shutdown,
+    Lost(String),
+}
+
+/// Runs one Redis command of the subscriber within the command timeout, giving way to shutdown.
+async fn bounded<T>(
+    shared: &Shared,
+    shutdown: &CancellationToken,
+    what: &str,
+    op: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Outcome> {
+    tokio::select! {
+        () = shutdown.cancelled() => Err(Outcome::Shutdown),
+        r = tokio::time::timeout(shared.config.command_timeout, op) => match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Outcome::Lost(format!("{what}: {e}"))),
+            Err(_) => Err(Outcome::Lost(format!("{what}: timed out"))),
+        },
+    }
+}
+
+async fn connect(
+    shared: &Shared,
+    shutdown: &CancellationToken,
+) -> Result<(PubSubSink, PubSubStream), Outcome> {
+    let pubsub = bounded(shared, shutdown, "connect", shared.client.get_async_pubsub()).await?;
+    let (mut sink, stream) = pubsub.split();
+    bounded(shared, shutdown, "subscribe control", sink.subscribe(keys::CONTROL_CHANNEL)).await?;
+    Ok((sink, stream))
+}
+
+async fn serve_connection(
+    shared: &Shared,
+    sink: &mut PubSubSink,
+    stream: &mut PubSubStream,
+    shutdown: &CancellationToken,
+) -> Outcome {
+    let mut reconcile = true;
+    let mut next_linger: Option<Instant> = None;
+    let mut last_heard = Instant::now();
+    loop {
+        // Until there is nothing left to send: changes that arrive while a batch is in flight are
+        // picked up by the next plan.
+        while reconcile {
+            let plan = shared.plan();
+            next_linger = plan.next_check;
+            reconcile = !plan.is_idle();
+            for batch in plan.unsubscribe.chunks(BATCH) {
+                let channels: Vec<String> = batch.iter().map(|&t| channel_for(t)).collect();
+                if let Err(outcome) =
+                    bounded(shared, shutdown, "unsubscribe", sink.unsubscribe(&channels)).await
+                {
+                    return outcome;
+                }
+            }
+            for batch in plan.subscribe.chunks(BATCH) {
+                let channels: Vec<String> = batch.iter().map(|&t| channel_for(t)).collect();
+                if let Err(outcome) = bounded(shared, shutdown, "subscribe", sink.subscribe(&channels)).await
+                {
+                    return outcome;
+                }
+                shared.confirmed(batch);
+            }
+            if reconcile {
+                last_heard = Instant::now();
+            }
+        }
+        let linger = async {
+            match next_linger {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return Outcome::Shutdown,
+            () = shared.changed.notified() => reconcile = true,
+            () = linger => reconcile = true,
+            () = tokio::time::sleep_until(last_heard + PING_EVERY) => {
+                if let Err(outcome) = bounded(shared, shutdown, "ping", sink.ping::<redis::Value>()).await {
+                    return outcome;
+                }
+                last_heard = Instant::now();
+            }
+            msg = stream.next() => {
+                let Some(msg) = msg else { return Outcome::Lost("connection closed".into()) };
+                last_heard = Instant::now();
+                handle(shared, &msg);
+                // Drain what is already buffered before looking at anything else: one wake-up
+                // per burst, not per message.
+                for _ in 0..1024 {
+                    match futures::FutureExt::now_or_never(stream.next()) {
+                        Some(Some(msg)) => handle(shared, &msg),
+                        Some(None) => return Outcome::Lost("connection closed".into()),
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Dispatches one message: prices to the sink, other nodes' control messages to the listener.
+fn handle(shared: &Shared, msg: &redis::Msg) {
+    let count = |kind: &str| shared.metrics.broker_messages.with_label_values(&[kind]).inc();
+    match wire::decode_message(msg.get_channel_name(), msg.get_payload_bytes()) {
+        Incoming::Price(tick) => {
+            count("price");
+            if let Some(sink) = shared.sink.get() {
+                sink.deliver(&Arc::new(tick));
+            }
+        }
+        Incoming::Control(ctl) => {
+            count("control");
+            if ctl.node == shared.node {
+                return;
+            }
+            let Some(listener) = shared.listener.get() else { return };
+            if let Some(id) = ctl.ended.as_deref().and_then(SessionId::parse) {
+                listener.session_ended(id);
+            }
+            if let Some(id) = ctl.attached.as_deref().and_then(SessionId::parse) {
+                listener.session_attached(id);
+            }
+        }
+        Incoming::Invalid => count("invalid"),
+        Incoming::Other => {}
+    }
+}
+
+async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(d) => true,
+    }
+}
