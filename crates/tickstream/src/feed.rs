@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tickstream_feed::{FeedConfig, SimulatedFeed};
+use tickstream_feed::SimulatedFeed;
 use tickstream_gateway::ops::Readiness;
 use tickstream_telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
@@ -34,11 +34,7 @@ pub async fn start(args: &FeedArgs) -> io::Result<RunningFeed> {
     let background = TaskTracker::new();
     let RedisNode { broker, readiness: broker_ready, .. } =
         redis_node(&args.redis, args.sim.tickers.max(1), &metrics, &background, &shutdown)?;
-    let feed = SimulatedFeed::new(&FeedConfig {
-        tickers: args.sim.tickers,
-        rate: args.sim.feed_rate,
-        seed: rand::random(),
-    });
+    let feed = SimulatedFeed::new(&args.sim.feed_config());
     feed.spawn(broker, &metrics, &background, shutdown.clone());
     // The ops server outlives the drain (`/readyz` says `draining`) and stops with the role.
     let stopped = CancellationToken::new();
