@@ -161,6 +161,7 @@ impl Engine {
             created_at_ms: session.created_at_ms,
             ttl: self.inner.config.session_ttl,
             max_rate_hz: session.max_rate_hz,
+            owner: session.owner.clone(),
         })
     }
 
@@ -191,8 +192,14 @@ impl Engine {
         {
             return Err(ServiceError::InvalidRate { min: MIN_RATE_HZ, max: MAX_RATE_HZ });
         }
-        let session =
-            Session::new(SessionId::random(), req.tickers, req.max_rate_hz, now_ms(), &self.inner.metrics);
+        let session = Session::new(
+            SessionId::random(),
+            req.tickers,
+            req.max_rate_hz,
+            req.owner,
+            now_ms(),
+            &self.inner.metrics,
+        );
         let session = self.register(Arc::new(session))?;
         self.info(&session)
     }
@@ -207,6 +214,7 @@ impl Engine {
             record.id,
             record.tickers,
             record.max_rate_hz,
+            record.owner,
             record.created_at_ms,
             &self.inner.metrics,
         );

@@ -24,6 +24,7 @@ pub(super) fn record_of(info: &SessionInfo) -> SessionRecord {
         max_rate_hz: info.max_rate_hz,
         created_at_ms: info.created_at_ms,
         state: info.state,
+        owner: info.owner.clone(),
     }
 }
 
@@ -35,6 +36,7 @@ pub(super) fn info_of(record: SessionRecord, ttl: Duration) -> SessionInfo {
         created_at_ms: record.created_at_ms,
         ttl,
         max_rate_hz: record.max_rate_hz,
+        owner: record.owner,
     }
 }
 
