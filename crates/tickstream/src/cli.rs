@@ -24,6 +24,8 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Publish simulated prices into Redis.
     Feed(FeedArgs),
+    /// Print a signed HS256 token (development, tests, examples).
+    Token(crate::auth::TokenArgs),
     /// Load generator: virtual users that create sessions and hold WebSockets, in k6-like stages.
     Load(tickstream_load::LoadArgs),
 }
@@ -76,6 +78,9 @@ pub struct EdgeOpts {
     #[arg(long, env = "TICKSTREAM_WRITE_TIMEOUT", value_parser = duration,
           default_value = duration_default!(GatewayConfig::DEFAULT.write_timeout))]
     pub write_timeout: Duration,
+    /// Also serve /metrics and /healthz on this address, without a token (keep it private).
+    #[arg(long, env = "TICKSTREAM_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Options of the engine (`serve` and `engine`).
@@ -135,6 +140,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKSTREAM_REDIS")]
     pub redis: Option<String>,
     #[command(flatten)]
+    pub auth: crate::auth::AuthOpts,
+    #[command(flatten)]
     pub common: CommonOpts,
 }
 
@@ -176,6 +183,8 @@ pub struct GatewayArgs {
     /// How long a stream whose engine failed looks for another before closing with 1013.
     #[arg(long, env = "TICKSTREAM_FAILOVER_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub failover_timeout: Duration,
+    #[command(flatten)]
+    pub auth: crate::auth::AuthOpts,
     #[command(flatten)]
     pub common: CommonOpts,
 }
@@ -235,6 +244,7 @@ impl ServeArgs {
     /// A message naming the offending flag.
     pub fn validate(&self) -> Result<(), String> {
         self.edge.validate(&self.common)?;
+        self.auth.validate(self.edge.listen)?;
         self.sessions.validate()?;
         if let Some(url) = &self.redis {
             redis_url(url)?;
@@ -267,6 +277,7 @@ impl GatewayArgs {
     /// A message naming the offending flag.
     pub fn validate(&self) -> Result<(), String> {
         self.edge.validate(&self.common)?;
+        self.auth.validate(self.edge.listen)?;
         positive(&[
             ("--engine-timeout", self.engine_timeout),
             ("--failover-timeout", self.failover_timeout),

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::{ServeArgs, SessionOpts};
-use crate::node::{Handle, bind, gateway_config, invalid};
+use crate::node::{Handle, bind, gateway_config, invalid, spawn_metrics_server};
 
 /// A running `serve` node.
 #[derive(Debug)]
@@ -77,6 +77,7 @@ pub(crate) fn redis_node(
 /// Invalid settings ([`ServeArgs::validate`]), or a listen address that cannot be bound.
 pub async fn start(args: &ServeArgs) -> io::Result<Running> {
     args.validate().map_err(invalid)?;
+    let auth = args.auth.edge_auth().map_err(invalid)?;
     let metrics = Metrics::new();
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
@@ -108,7 +109,14 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
         });
         feed.spawn(broker, &metrics, &background, shutdown.clone());
     }
+    if let Some(addr) = args.edge.metrics_listen {
+        let ops = spawn_metrics_server(bind(addr, false)?, Arc::clone(&metrics), shutdown.clone());
+        background.spawn(async move {
+            let _ = ops.await;
+        });
+    }
     let node = Node {
+        auth,
         metrics: Arc::clone(&metrics),
         config: gateway_config(&args.edge, &args.common),
         shutdown: shutdown.clone(),
@@ -125,6 +133,7 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
 
 /// What the gateway task needs, whichever service it serves.
 struct Node {
+    auth: tickstream_gateway::auth::Auth,
     metrics: Arc<Metrics>,
     config: GatewayConfig,
     shutdown: CancellationToken,
@@ -136,8 +145,10 @@ struct Node {
 impl Node {
     /// Serves `service` until shutdown, then stops the background tasks and ends every session.
     fn serve<S: MonitoringService>(self, service: Arc<S>) -> io::Result<JoinHandle<()>> {
-        let Self { metrics, config, shutdown, listener, background, engine } = self;
-        let gateway = Gateway::new(service, metrics, config, shutdown).map_err(|e| invalid(e.to_string()))?;
+        let Self { auth, metrics, config, shutdown, listener, background, engine } = self;
+        let gateway = Gateway::new(service, metrics, config, shutdown)
+            .map_err(|e| invalid(e.to_string()))?
+            .with_auth(auth);
         Ok(tokio::spawn(async move {
             gateway.serve(listener).await;
             background.close();

@@ -117,6 +117,7 @@ async fn harness_on<S: MonitoringService>(
         config: Arc::new(config),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        auth: None,
     };
     let task = tokio::spawn(async move {
         let (mut transport, mut updates) = (ChannelTransport { inbound, outbound }, updates);

@@ -127,7 +127,7 @@ impl Following {
             self.inner.metrics.engine_failovers.inc();
             match reopen(&self.inner, self.id, self.engine).await {
                 Ok((engine, stream)) => {
-                    tracing::info!(session = %self.id, from = %self.inner.engines[self.engine].uri,
+                    tracing::info!(session = %tickstream_auth::fingerprint(self.id.to_string()), from = %self.inner.engines[self.engine].uri,
                         to = %self.inner.engines[engine].uri, "stream moved to another engine");
                     self.engine = engine;
                     self.stream = stream;
