@@ -245,7 +245,8 @@ async fn price_board_streams_with_auth_on_using_a_token_from_the_fragment() {
     let secret_text = "a-browser-test-secret-of-at-least-32-bytes";
     std::fs::write(&secret_path, secret_text).expect("write secret");
     let secret_file = secret_path.to_str().expect("utf-8");
-    let node = Node::start("127.0.0.1:0", &["--no-feed", "--auth", "jwt", "--jwt-secret-file", secret_file]);
+    let node =
+        EdgeNode::serve_on("127.0.0.1:0", &["--no-feed", "--auth", "jwt", "--jwt-secret-file", secret_file]);
     let secret = tickstream_auth::Secret::new(secret_text.as_bytes().to_vec()).expect("secret");
     let mint = |sub: &str, scope: &str| {
         let scopes = tickstream_auth::Scopes::from_claim(scope);

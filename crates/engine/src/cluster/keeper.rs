@@ -80,7 +80,7 @@ impl Shared {
     /// already live.
     pub(super) async fn announce_streaming(&self, id: SessionId, adopted: bool) {
         if let Err(e) = self.store.announce_attached(id).await {
-            tracing::warn!(session = %tickstream_auth::fingerprint(id.to_string()), error = %e, "cannot announce the attach");
+            tracing::warn!(error = %e, "cannot announce the attach");
         }
         let Ok(session) = self.engine.live_session(id) else { return };
         let Some((record, ttl)) = self.record(&session) else { return };
@@ -92,11 +92,11 @@ impl Shared {
         match written {
             Ok(true) => {}
             Ok(false) => {
-                tracing::info!(session = %tickstream_auth::fingerprint(id.to_string()), "session ended elsewhere while being adopted");
+                tracing::info!("session ended elsewhere while being adopted");
                 self.engine.end(id, CloseReason::SessionEnded, false);
             }
             Err(e) => {
-                tracing::warn!(session = %tickstream_auth::fingerprint(id.to_string()), error = %e, "cannot refresh the session record")
+                tracing::warn!(error = %e, "cannot refresh the session record")
             }
         }
     }
