@@ -18,6 +18,9 @@ pub struct StartRequest {
     pub tickers: Vec<Ticker>,
     /// Cap on messages per second for this session's stream.
     pub max_rate_hz: Option<f64>,
+    /// The verified `sub` of the caller that creates the session; `None` with auth off. Only the
+    /// owner (or an `admin`) may read, delete or stream the session.
+    pub owner: Option<String>,
 }
 
 /// One item of a session's update stream.

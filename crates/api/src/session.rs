@@ -73,6 +73,8 @@ pub struct SessionInfo {
     /// How long the session lives without a stream attached.
     pub ttl: Duration,
     pub max_rate_hz: Option<f64>,
+    /// The `sub` that created the session (see [`crate::StartRequest::owner`]).
+    pub owner: Option<String>,
 }
 
 #[cfg(test)]

@@ -27,6 +27,9 @@ pub struct SessionRecord {
     /// As last written by the engine serving it (a hint for `GET /api/v1/sessions/{id}` on a
     /// node that does not hold the session).
     pub state: SessionState,
+    /// The `sub` that created the session (`None` with auth off, and in records written before
+    /// owners existed).
+    pub owner: Option<String>,
 }
 
 /// Told about other engines' actions on sessions; called from the store's reader task, so it

@@ -177,6 +177,7 @@ impl Engine {
             created_at_ms: session.created_at_ms,
             ttl: self.inner.config.session_ttl,
             max_rate_hz: session.max_rate_hz,
+            owner: session.owner.clone(),
         })
     }
 
@@ -207,8 +208,14 @@ impl Engine {
         {
             return Err(ServiceError::InvalidRate { min: MIN_RATE_HZ, max: MAX_RATE_HZ });
         }
-        let session =
-            Session::new(SessionId::random(), req.tickers, req.max_rate_hz, now_ms(), &self.inner.metrics);
+        let session = Session::new(
+            SessionId::random(),
+            req.tickers,
+            req.max_rate_hz,
+            req.owner,
+            now_ms(),
+            &self.inner.metrics,
+        );
         let session = self.register(Arc::new(session))?;
         self.info(&session)
     }
@@ -223,6 +230,7 @@ impl Engine {
             record.id,
             record.tickers,
             record.max_rate_hz,
+            record.owner,
             record.created_at_ms,
             &self.inner.metrics,
         );

@@ -68,6 +68,8 @@ pub(crate) struct Session {
     pub id: SessionId,
     pub created_at_ms: u64,
     pub max_rate_hz: Option<f64>,
+    /// The `sub` that created the session; fixed for its life (`None` with auth off).
+    pub owner: Option<String>,
     pub membership: Mutex<Membership>,
     pub stream: Mutex<StreamState>,
 }
@@ -77,6 +79,7 @@ impl Session {
         id: SessionId,
         tickers: Vec<Ticker>,
         max_rate_hz: Option<f64>,
+        owner: Option<String>,
         created_at_ms: u64,
         metrics: &Metrics,
     ) -> Self {
@@ -86,6 +89,7 @@ impl Session {
             id,
             created_at_ms,
             max_rate_hz,
+            owner,
             membership: Mutex::new(Membership { tickers, ended: false }),
             stream: Mutex::new(StreamState {
                 life,

@@ -31,7 +31,8 @@ fn engine() -> (Engine, Arc<Metrics>) {
 }
 
 async fn start(e: &Engine, tickers: &[&str]) -> SessionId {
-    let req = StartRequest { tickers: tickers.iter().map(|s| t(s)).collect(), max_rate_hz: None };
+    let req =
+        StartRequest { tickers: tickers.iter().map(|s| t(s)).collect(), max_rate_hz: None, owner: None };
     e.start_monitoring(req).await.unwrap().id
 }
 
@@ -209,7 +210,7 @@ async fn changing_tickers_resubscribes_and_snapshots_added_ones() {
 #[tokio::test(start_paused = true)]
 async fn max_rate_spaces_messages() {
     let (e, _m) = engine();
-    let req = StartRequest { tickers: vec![t("AAPL")], max_rate_hz: Some(4.0) };
+    let req = StartRequest { tickers: vec![t("AAPL")], max_rate_hz: Some(4.0), owner: None };
     let id = e.start_monitoring(req).await.unwrap().id;
     let mut s = e.stream_price_updates(id).await.unwrap();
     s.next().await.unwrap();
@@ -231,6 +232,7 @@ async fn validates_requests_and_limits() {
     let req = |tickers: &[&str], hz| StartRequest {
         tickers: tickers.iter().map(|s| t(s)).collect(),
         max_rate_hz: hz,
+        owner: None,
     };
     assert_eq!(e.start_monitoring(req(&[], None)).await, Err(ServiceError::NoTickers));
     assert_eq!(
@@ -384,10 +386,10 @@ async fn unsubscribed_ticker_leaves_the_queued_snapshot() {
 async fn rate_bounds_are_enforced_and_the_lowest_rate_streams() {
     let (e, m) = engine();
     for hz in [1e-300, 1e-19, 0.009] {
-        let req = StartRequest { tickers: vec![t("A")], max_rate_hz: Some(hz) };
+        let req = StartRequest { tickers: vec![t("A")], max_rate_hz: Some(hz), owner: None };
         assert!(matches!(e.start_monitoring(req).await, Err(ServiceError::InvalidRate { .. })), "{hz}");
     }
-    let req = StartRequest { tickers: vec![t("A")], max_rate_hz: Some(MIN_RATE_HZ) };
+    let req = StartRequest { tickers: vec![t("A")], max_rate_hz: Some(MIN_RATE_HZ), owner: None };
     let id = e.start_monitoring(req).await.unwrap().id;
     let mut s = e.stream_price_updates(id).await.unwrap();
     assert!(matches!(s.next().await, Some(SessionEvent::Snapshot(_))));

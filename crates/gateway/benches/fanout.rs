@@ -35,7 +35,7 @@ fn setup(
         for s in 0..sessions {
             let watched = (0..per_session).map(|k| tickers[(s * 7 + k) % universe]).collect();
             let id = engine
-                .start_monitoring(StartRequest { tickers: watched, max_rate_hz: None })
+                .start_monitoring(StartRequest { tickers: watched, max_rate_hz: None, owner: None })
                 .await
                 .unwrap()
                 .id;

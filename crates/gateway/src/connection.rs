@@ -20,6 +20,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::auth::StreamAuth;
+
 use futures::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tickstream_api::{CloseReason, MonitoringService, SessionEvent, SessionId, SharedTick};
 use tickstream_telemetry::Metrics;
@@ -55,6 +57,8 @@ pub struct Connection<S> {
     pub config: Arc<GatewayConfig>,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
+    /// The token that opened the socket, with auth on: it closes 4401 when the token expires.
+    pub auth: Option<Box<StreamAuth>>,
 }
 
 /// Token bucket for inbound client messages.
@@ -87,18 +91,21 @@ impl Bucket {
 }
 
 /// The heartbeat rules as plain state: a ping every `interval`, and silence for `timeout` ends
-/// the connection.
+/// the connection. The token's expiry is one more deadline here, so the one heartbeat timer
+/// serves it too (no timer, no task per connection for tokens).
 #[derive(Debug)]
 struct Heartbeat {
     next_ping: Instant,
     last_heard: Instant,
     interval: Duration,
     timeout: Duration,
+    expires: Option<Instant>,
 }
 
 /// What the heartbeat timer found due.
 #[derive(Debug, PartialEq, Eq)]
 enum Due {
+    Expired,
     Silent,
     Ping,
     Nothing,
@@ -106,7 +113,14 @@ enum Due {
 
 impl Heartbeat {
     fn new(now: Instant, interval: Duration, timeout: Duration) -> Self {
-        Self { next_ping: now + interval, last_heard: now, interval, timeout }
+        Self { next_ping: now + interval, last_heard: now, interval, timeout, expires: None }
+    }
+
+    /// Moves the token deadline. The timer need not be reset: the deadline only moves later,
+    /// and a timer that fires early just re-arms at [`Self::next_wakeup`].
+    fn expire_at(&mut self, at: SystemTime) {
+        let left = at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        self.expires = Some(Instant::now() + left);
     }
 
     fn heard(&mut self, now: Instant) {
@@ -114,11 +128,14 @@ impl Heartbeat {
     }
 
     fn next_wakeup(&self) -> Instant {
-        self.next_ping.min(self.last_heard + self.timeout)
+        let beat = self.next_ping.min(self.last_heard + self.timeout);
+        self.expires.map_or(beat, |e| e.min(beat))
     }
 
     fn due(&mut self, now: Instant) -> Due {
-        if now >= self.last_heard + self.timeout {
+        if self.expires.is_some_and(|e| now >= e) {
+            Due::Expired
+        } else if now >= self.last_heard + self.timeout {
             Due::Silent
         } else if now >= self.next_ping {
             // Skip missed pings rather than bursting them (a stalled process resumes calmly).
@@ -162,10 +179,14 @@ impl<S: MonitoringService> Connection<S> {
         // deadline, whichever is first. Inbound frames only move `last_heard`; the deadline is
         // re-checked when the timer fires, so a busy client costs no timer updates.
         let mut heartbeat = Heartbeat::new(Instant::now(), cfg.heartbeat_interval, cfg.heartbeat_timeout);
+        if let Some(auth) = &self.auth {
+            heartbeat.expire_at(auth.expires_at);
+        }
         let timer = tokio::time::sleep_until(heartbeat.next_wakeup());
         tokio::pin!(timer);
         let mut inbound = Bucket::new(cfg.client_msg_burst, cfg.client_msg_per_sec);
-        let mut requests = Requests::new(&*self.service, self.session, cfg.client_msg_burst as usize);
+        let mut requests =
+            Requests::new(&*self.service, self.session, cfg.client_msg_burst as usize, self.auth.as_deref());
         loop {
             // Biased, in this order: shutdown and the heartbeat before client frames, and all of
             // them before data, so a busy stream can never starve a ping (a browser answers
@@ -176,6 +197,7 @@ impl<S: MonitoringService> Connection<S> {
                 () = &mut shutdown => return Err(Ending::Server(CloseCode::GoingAway)),
                 () = &mut timer => {
                     match heartbeat.due(Instant::now()) {
+                        Due::Expired => return Err(Ending::Server(CloseCode::TokenExpired)),
                         Due::Silent => return Err(Ending::Server(CloseCode::HeartbeatTimeout)),
                         Due::Ping => {
                             let ping = Message::Ping(Default::default());
@@ -208,8 +230,16 @@ impl<S: MonitoringService> Connection<S> {
                     if let Some(reply) = requests.submit(Request::parse(&text))? {
                         self.write(ws, reply).await?;
                     }
+                    if let Some(at) = requests.take_extension() {
+                        heartbeat.expire_at(at);
+                    }
                 }
-                reply = requests.next_reply(), if requests.busy() => self.write(ws, reply).await?,
+                reply = requests.next_reply(), if requests.busy() => {
+                    self.write(ws, reply).await?;
+                    if let Some(at) = requests.take_extension() {
+                        heartbeat.expire_at(at);
+                    }
+                }
                 event = updates.next() => self.forward(ws, event, &mut seq).await?,
             }
         }

@@ -1,5 +1,7 @@
 //! The gateway: the HTTP + WebSocket edge.
 //!
+//! - [`origin`]: the `Origin` check and CORS (outermost); [`auth`]: bearer tokens, the route
+//!   policy and the [`auth::Caller`] handlers see;
 //! - `server`: the accept loop (connection cap, header timeout, graceful end);
 //! - [`rest`]: REST routes;
 //! - [`connection`]: one task per WebSocket (reader, single writer, heartbeats);
@@ -25,11 +27,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub mod auth;
 pub mod close;
 mod config;
 pub mod connection;
 pub mod error;
 pub mod ops;
+pub mod origin;
 pub mod protocol;
 pub mod rest;
 mod server;
@@ -47,6 +51,8 @@ pub struct AppState<S> {
     /// Tracks WebSocket tasks: axum's graceful shutdown does not wait for upgraded connections.
     pub tracker: TaskTracker,
     pub permits: Arc<Semaphore>,
+    /// Authentication and allowed origins (off by default).
+    pub auth: Arc<auth::Auth>,
 }
 
 impl<S> Clone for AppState<S> {
@@ -58,6 +64,7 @@ impl<S> Clone for AppState<S> {
             shutdown: self.shutdown.clone(),
             tracker: self.tracker.clone(),
             permits: Arc::clone(&self.permits),
+            auth: Arc::clone(&self.auth),
         }
     }
 }
@@ -95,6 +102,7 @@ impl<S: MonitoringService> Gateway<S> {
                 shutdown,
                 tracker: TaskTracker::new(),
                 permits,
+                auth: Arc::new(auth::Auth::off()),
             },
             readiness: ops::Readiness::new(),
         })
@@ -115,6 +123,13 @@ impl<S: MonitoringService> Gateway<S> {
             .draining(self.state.shutdown.clone())
             .check(move || (!service.ready()).then_some(ops::NotReady::NoEngine))
             .and(&self.readiness)
+    }
+
+    /// Requires tokens and allows origins as `auth` says (the default is [`auth::Auth::off`]).
+    #[must_use]
+    pub fn with_auth(mut self, auth: auth::Auth) -> Self {
+        self.state.auth = Arc::new(auth);
+        self
     }
 
     /// All routes.
@@ -145,6 +160,9 @@ impl<S: MonitoringService> Gateway<S> {
             .route("/metrics", get(rest::metrics::<S>))
             .fallback(rest::not_found)
             .method_not_allowed_fallback(rest::method_not_allowed)
+            // Outermost last: the budget, then origins (preflights need no token), then tokens.
+            .layer(axum::middleware::from_fn_with_state(self.state.auth.clone(), auth::authenticate))
+            .layer(axum::middleware::from_fn_with_state(self.state.auth.clone(), origin::check_origin))
             .layer(axum::middleware::from_fn_with_state(cfg.http_header_timeout, rest::request_timeout))
             .with_state(self.state.clone())
     }

@@ -14,6 +14,8 @@ pub enum ClientMessage {
     Ping,
     Subscribe(Vec<Ticker>),
     Unsubscribe(Vec<Ticker>),
+    /// A fresh token, to keep the socket open past the current one's expiry.
+    Auth(String),
 }
 
 /// Why a client message was refused; sent back as `{"type":"error",...}`.
@@ -44,10 +46,14 @@ pub fn parse_client(text: &str) -> Result<ClientMessage, ProtocolError> {
         "ping" => Ok(ClientMessage::Ping),
         "subscribe" => Ok(ClientMessage::Subscribe(tickers_field(&value)?)),
         "unsubscribe" => Ok(ClientMessage::Unsubscribe(tickers_field(&value)?)),
+        "auth" => match value.get("token").and_then(Value::as_str) {
+            Some(token) => Ok(ClientMessage::Auth(token.to_owned())),
+            None => Err(ProtocolError::new(ErrorCode::InvalidMessage, "\"token\" must be a string")),
+        },
         other => Err(ProtocolError::new(
             ErrorCode::UnknownType,
             format!(
-                "unknown message type {:?}; expected ping, subscribe or unsubscribe",
+                "unknown message type {:?}; expected ping, subscribe, unsubscribe or auth",
                 other.chars().take(32).collect::<String>()
             ),
         )),
@@ -94,6 +100,12 @@ pub fn data_message(kind: DataKind, seq: u64, ticks: &[SharedTick]) -> String {
 /// `{"type":"pong","ts":N}`.
 pub fn pong(ts_ms: u64) -> String {
     format!(r#"{{"type":"pong","ts":{ts_ms}}}"#)
+}
+
+/// `{"type":"authenticated","expires_at":MS}`: a refreshed token was accepted; the socket now
+/// stays open until `expires_at` (milliseconds since the Unix epoch).
+pub fn authenticated(expires_at_ms: u64) -> String {
+    format!(r#"{{"type":"authenticated","expires_at":{expires_at_ms}}}"#)
 }
 
 /// `{"type":"subscribed","tickers":[...]}`: the session's whole set.

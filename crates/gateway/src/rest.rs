@@ -18,6 +18,7 @@ use tickstream_api::{
 };
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::ApiError;
 
 #[derive(Debug, Deserialize)]
@@ -29,13 +30,17 @@ pub struct CreateSession {
 
 pub async fn create_session<S: MonitoringService>(
     State(st): State<AppState<S>>,
+    caller: Caller,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let req: CreateSession = json_body(&headers, body, st.config.session_body_limit)?;
     let tickers = normalize_tickers(&req.tickers)?;
-    let info = st.service.start_monitoring(StartRequest { tickers, max_rate_hz: req.max_rate_hz }).await?;
+    let info = st
+        .service
+        .start_monitoring(StartRequest { tickers, max_rate_hz: req.max_rate_hz, owner: caller.owner() })
+        .await?;
     st.metrics.session_create.observe(started.elapsed().as_secs_f64());
     let body = json!({
         "session_id": info.id.to_string(),
@@ -48,11 +53,30 @@ pub async fn create_session<S: MonitoringService>(
 
 pub async fn get_session<S: MonitoringService>(
     State(st): State<AppState<S>>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(ApiError::session_not_found)?;
     let info = st.service.session(id).await?;
+    // Another subject's session does not exist, as far as this caller can tell.
+    if !caller.may_act_on(info.owner.as_deref()) {
+        return Err(ApiError::session_not_found());
+    }
     Ok(Json(session_json(&info)))
+}
+
+/// Refuses, as not found, a session the caller may not act on. Callers that act on any session
+/// (admin, or auth off) need no lookup.
+pub(crate) async fn check_owner<S: MonitoringService>(
+    service: &S,
+    caller: &Caller,
+    id: SessionId,
+) -> Result<(), ApiError> {
+    if caller.acts_on_any() {
+        return Ok(());
+    }
+    let info = service.session(id).await?;
+    if caller.may_act_on(info.owner.as_deref()) { Ok(()) } else { Err(ApiError::session_not_found()) }
 }
 
 fn session_json(info: &SessionInfo) -> Value {
@@ -69,9 +93,11 @@ fn session_json(info: &SessionInfo) -> Value {
 
 pub async fn delete_session<S: MonitoringService>(
     State(st): State<AppState<S>>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(ApiError::session_not_found)?;
+    check_owner(&*st.service, &caller, id).await?;
     st.service.end_session(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -235,6 +261,7 @@ mod tests {
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 permits: Arc::new(Semaphore::new(1)),
+                auth: Arc::default(),
             };
             async move {
                 let response = list_tickers(State(st)).await.unwrap();

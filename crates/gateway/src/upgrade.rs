@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::AppState;
+use crate::auth::{Caller, StreamAuth};
 use crate::connection::Connection;
 use crate::error::ApiError;
 
@@ -33,6 +34,7 @@ pub struct WsQuery {
 /// HTTP status and a JSON error instead of a socket that closes at once.
 pub async fn ws_upgrade<S: MonitoringService>(
     State(st): State<AppState<S>>,
+    caller: Caller,
     query: Result<Query<WsQuery>, QueryRejection>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
@@ -53,6 +55,16 @@ pub async fn ws_upgrade<S: MonitoringService>(
         .try_acquire_owned()
         .map_err(|_| ApiError::new(ErrorCode::TooManyConnections, "connection limit reached"))?;
     let session = SessionId::parse(&raw).ok_or_else(ApiError::session_not_found)?;
+    // Before attaching: attaching replaces the owner's own socket (4409).
+    crate::rest::check_owner(&*st.service, &caller, session).await?;
+    let auth = match (&caller, st.auth.verifier()) {
+        (Caller::Verified(identity), Some(verifier)) => Some(Box::new(StreamAuth {
+            verifier: verifier.clone(),
+            subject: identity.subject.clone(),
+            expires_at: identity.expires_at,
+        })),
+        _ => None,
+    };
     // Attaching here replaces (4409) any older socket of the session before this one upgrades.
     let mut updates = st.service.stream_price_updates(session).await?;
     let cfg = &st.config;
@@ -69,6 +81,7 @@ pub async fn ws_upgrade<S: MonitoringService>(
         config: st.config.clone(),
         metrics: st.metrics.clone(),
         shutdown: st.shutdown.clone(),
+        auth,
     };
     let response = handshake.response();
     let on_upgrade = handshake.on_upgrade;
@@ -80,13 +93,13 @@ pub async fn ws_upgrade<S: MonitoringService>(
         // client went away first (then `updates` drops here and the session detaches).
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
-            Err(e) => return tracing::debug!(error = %e, %session, "websocket upgrade failed"),
+            Err(e) => return tracing::debug!(error = %e, session = %tickstream_auth::fingerprint(session.to_string()), "websocket upgrade failed"),
         };
         let _open = GaugeGuard::new(&metrics.ws_connections);
         let mut socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
         let ending = connection.run(&mut socket, &mut updates).await;
-        tracing::debug!(%session, ?ending, "websocket closed");
+        tracing::debug!(session = %tickstream_auth::fingerprint(session.to_string()), ?ending, "websocket closed");
     });
     Ok(response)
 }

@@ -95,6 +95,9 @@ struct SessionWire {
     max_rate_hz: Option<f64>,
     created_at_ms: u64,
     state: String,
+    /// Absent with auth off and in records written before owners existed: both decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
 }
 
 /// Encodes a session record (its id is the key, not part of the value).
@@ -104,6 +107,7 @@ pub fn encode_session(record: &SessionRecord) -> String {
         max_rate_hz: record.max_rate_hz,
         created_at_ms: record.created_at_ms,
         state: record.state.as_str().to_owned(),
+        owner: record.owner.clone(),
     };
     serde_json::to_string(&wire).unwrap_or_default()
 }
@@ -121,6 +125,7 @@ pub fn decode_session(id: SessionId, bytes: &[u8]) -> Option<SessionRecord> {
         max_rate_hz: wire.max_rate_hz,
         created_at_ms: wire.created_at_ms,
         state,
+        owner: wire.owner,
     })
 }
 
@@ -187,8 +192,12 @@ mod tests {
             max_rate_hz: Some(2.5),
             created_at_ms: 1_764_230_400_123,
             state: SessionState::Streaming,
+            owner: Some("alice".into()),
         };
         assert_eq!(decode_session(id, encode_session(&rec).as_bytes()), Some(rec));
+        // A record written before owners existed (or with auth off) still decodes, ownerless.
+        let old = decode_session(id, br#"{"tickers":["A"],"created_at_ms":1,"state":"pending"}"#);
+        assert_eq!(old.map(|r| r.owner), Some(None));
         for bad in [
             "",
             "{}",

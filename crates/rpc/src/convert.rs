@@ -133,6 +133,7 @@ pub(crate) fn session_out(info: &SessionInfo) -> pb::Session {
         created_at_ms: info.created_at_ms,
         ttl_ms: info.ttl.as_millis() as u64,
         max_rate_hz: info.max_rate_hz,
+        owner: info.owner.clone(),
     }
 }
 
@@ -158,6 +159,7 @@ pub(crate) fn session_in(s: pb::Session) -> Result<SessionInfo, ServiceError> {
         created_at_ms: s.created_at_ms,
         ttl: Duration::from_millis(s.ttl_ms),
         max_rate_hz: s.max_rate_hz,
+        owner: s.owner,
     })
 }
 

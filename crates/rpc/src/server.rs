@@ -81,7 +81,7 @@ impl<S: MonitoringService> RealTimePriceMonitoringService for EngineService<S> {
         let tickers = parse_tickers(&req.tickers)?;
         let info = self
             .service
-            .start_monitoring(StartRequest { tickers, max_rate_hz: req.max_rate_hz })
+            .start_monitoring(StartRequest { tickers, max_rate_hz: req.max_rate_hz, owner: req.owner })
             .await
             .map_err(to_status)?;
         Ok(Response::new(session_out(&info)))

@@ -24,6 +24,8 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Publish simulated prices into Redis.
     Feed(FeedArgs),
+    /// Print a signed HS256 token (development, tests, examples).
+    Token(crate::auth::TokenArgs),
     /// Load generator: virtual users that create sessions and hold WebSockets, in k6-like stages.
     Load(tickstream_load::LoadArgs),
     /// Config files: `config print <role> [flags…]` shows a role's effective settings.
@@ -84,6 +86,9 @@ pub struct EdgeOpts {
     #[arg(long, env = "TICKSTREAM_WRITE_TIMEOUT", value_parser = duration,
           default_value = duration_default!(GatewayConfig::DEFAULT.write_timeout))]
     pub write_timeout: Duration,
+    /// Also serve /metrics and /healthz on this address, without a token (keep it private).
+    #[arg(long, env = "TICKSTREAM_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Options of the engine (`serve` and `engine`).
@@ -148,6 +153,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKSTREAM_REDIS")]
     pub redis: Option<String>,
     #[command(flatten)]
+    pub auth: crate::auth::AuthOpts,
+    #[command(flatten)]
     pub common: CommonOpts,
 }
 
@@ -191,6 +198,8 @@ pub struct GatewayArgs {
     #[arg(long, env = "TICKSTREAM_FAILOVER_TIMEOUT", value_parser = duration,
           default_value = duration_default!(RemoteConfig::DEFAULT.failover_timeout))]
     pub failover_timeout: Duration,
+    #[command(flatten)]
+    pub auth: crate::auth::AuthOpts,
     #[command(flatten)]
     pub common: CommonOpts,
 }
@@ -254,6 +263,7 @@ impl ServeArgs {
     /// A message naming the offending flag.
     pub fn validate(&self) -> Result<(), String> {
         self.edge.validate(&self.common)?;
+        self.auth.validate(self.edge.listen)?;
         self.sessions.validate()?;
         if let Some(url) = &self.redis {
             redis_url(url)?;
@@ -289,6 +299,7 @@ impl GatewayArgs {
     /// A message naming the offending flag.
     pub fn validate(&self) -> Result<(), String> {
         self.edge.validate(&self.common)?;
+        self.auth.validate(self.edge.listen)?;
         positive(&[
             ("--engine-timeout", self.engine_timeout),
             ("--failover-timeout", self.failover_timeout),

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::GatewayArgs;
-use crate::node::{Handle, bind, gateway_config, invalid};
+use crate::node::{Handle, bind, gateway_config, invalid, spawn_metrics_server};
 
 /// A running gateway.
 #[derive(Debug)]
@@ -28,6 +28,7 @@ pub struct RunningGateway {
 /// Invalid settings, or an address that cannot be bound.
 pub async fn start(args: &GatewayArgs) -> io::Result<RunningGateway> {
     args.validate().map_err(invalid)?;
+    let auth = args.auth.edge_auth().map_err(invalid)?;
     let metrics = Metrics::new();
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
@@ -51,9 +52,22 @@ pub async fn start(args: &GatewayArgs) -> io::Result<RunningGateway> {
         gateway_config(&args.edge, &args.common),
         shutdown.clone(),
     )
-    .map_err(|e| invalid(e.to_string()))?;
+    .map_err(|e| invalid(e.to_string()))?
+    .with_auth(auth);
+    let ops = match args.edge.metrics_listen {
+        Some(addr) => Some(spawn_metrics_server(
+            bind(addr, false)?,
+            Arc::clone(&metrics),
+            gateway.readiness(),
+            shutdown.clone(),
+        )),
+        None => None,
+    };
     let task = tokio::spawn(async move {
         gateway.serve(listener).await;
+        if let Some(ops) = ops {
+            let _ = ops.await;
+        }
         background.close();
         background.wait().await;
     });

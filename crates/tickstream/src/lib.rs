@@ -4,10 +4,12 @@
 //!   fan-out, conflation) → gateway (REST + WebSocket), plus the simulated feed;
 //! - `engine`: engine + Redis broker and session store, served over gRPC;
 //! - `gateway`: the REST + WebSocket API over remote engines;
-//! - `feed`: simulated prices into Redis.
+//! - `feed`: simulated prices into Redis;
+//! - `auth`: the identity flags of the edge roles and `tickstream token`.
 //!
 //! Integration tests start each role through its `start` exactly as `main` does.
 
+pub mod auth;
 pub mod cli;
 pub mod config_file;
 pub mod engine;

@@ -20,6 +20,16 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Load(args) => load(args).await,
         Command::Config(args) => config(&args),
+        Command::Token(args) => match args.mint() {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tickstream token: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             run(&args.common, serve::start(&args), |r| {
                 // A stable line on stdout for scripts and tests; logs go to stderr.

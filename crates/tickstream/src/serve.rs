@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::{ServeArgs, SessionOpts};
-use crate::node::{Handle, bind, gateway_config, invalid};
+use crate::node::{Handle, bind, gateway_config, invalid, spawn_metrics_server};
 
 /// A running `serve` node.
 #[derive(Debug)]
@@ -88,6 +88,7 @@ pub(crate) fn redis_node(
 /// Invalid settings ([`ServeArgs::validate`]), or a listen address that cannot be bound.
 pub async fn start(args: &ServeArgs) -> io::Result<Running> {
     args.validate().map_err(invalid)?;
+    let auth = args.auth.edge_auth().map_err(invalid)?;
     let metrics = Metrics::new();
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
@@ -118,7 +119,16 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
         let feed = SimulatedFeed::new(&args.sim.feed_config());
         feed.spawn(broker, &metrics, &background, shutdown.clone());
     }
+    if let Some(addr) = args.edge.metrics_listen {
+        // The ops port answers /readyz like the edge: draining, or the broker away.
+        let ready = Readiness::new().draining(shutdown.clone()).and(&readiness);
+        let ops = spawn_metrics_server(bind(addr, false)?, Arc::clone(&metrics), ready, shutdown.clone());
+        background.spawn(async move {
+            let _ = ops.await;
+        });
+    }
     let node = Node {
+        auth,
         metrics: Arc::clone(&metrics),
         config: gateway_config(&args.edge, &args.common),
         shutdown: shutdown.clone(),
@@ -136,6 +146,7 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
 
 /// What the gateway task needs, whichever service it serves.
 struct Node {
+    auth: tickstream_gateway::auth::Auth,
     metrics: Arc<Metrics>,
     config: GatewayConfig,
     shutdown: CancellationToken,
@@ -148,9 +159,10 @@ struct Node {
 impl Node {
     /// Serves `service` until shutdown, then stops the background tasks and ends every session.
     fn serve<S: MonitoringService>(self, service: Arc<S>) -> io::Result<JoinHandle<()>> {
-        let Self { metrics, config, shutdown, listener, background, engine, readiness } = self;
+        let Self { auth, metrics, config, shutdown, listener, background, engine, readiness } = self;
         let gateway = Gateway::new(service, metrics, config, shutdown)
             .map_err(|e| invalid(e.to_string()))?
+            .with_auth(auth)
             .with_readiness(readiness);
         Ok(tokio::spawn(async move {
             gateway.serve(listener).await;

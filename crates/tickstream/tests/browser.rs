@@ -236,6 +236,55 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
     browser.quit().await;
 }
 
+/// With `--auth jwt`, the board takes its token from the URL fragment (never sent to the server
+/// in a URL), sends it on REST and the WebSocket, and streams; without a token it says why.
+#[tokio::test]
+async fn price_board_streams_with_auth_on_using_a_token_from_the_fragment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret_path = dir.path().join("secret");
+    let secret_text = "a-browser-test-secret-of-at-least-32-bytes";
+    std::fs::write(&secret_path, secret_text).expect("write secret");
+    let secret_file = secret_path.to_str().expect("utf-8");
+    let node =
+        EdgeNode::serve_on("127.0.0.1:0", &["--no-feed", "--auth", "jwt", "--jwt-secret-file", secret_file]);
+    let secret = tickstream_auth::Secret::new(secret_text.as_bytes().to_vec()).expect("secret");
+    let mint = |sub: &str, scope: &str| {
+        let scopes = tickstream_auth::Scopes::from_claim(scope);
+        let options = tickstream_auth::MintOptions::default();
+        tickstream_auth::mint(&secret, sub, scopes, Duration::from_secs(600), &options).expect("mint")
+    };
+    let http = reqwest::Client::new();
+    let publish = |price: f64| {
+        http.post(node.url("/api/v1/prices"))
+            .bearer_auth(mint("feeder", "publish"))
+            .json(&json!({"ticker": "AAPL", "price": price}))
+            .send()
+    };
+    assert_eq!(publish(100.0).await.expect("publish").status(), 202);
+    let browser = Browser::start().await;
+    // No token: the page says the server refused it, and never goes live.
+    browser.goto(&node.url("/?tickers=AAPL")).await;
+    let refused = "return document.getElementById('message').textContent.includes('token')";
+    browser.wait_for("a refusal naming the token", WAIT, refused, json!([])).await;
+    // With a token in the fragment: live, priced, and updates stream.
+    let token = mint("alice", "stream");
+    browser.goto(&node.url(&format!("/?tickers=AAPL#token={token}"))).await;
+    wait_live(&browser).await;
+    wait_price(&browser, "AAPL", "100.00").await;
+    assert_eq!(publish(101.0).await.expect("publish").status(), 202);
+    wait_price(&browser, "AAPL", "101.00").await;
+    // The session belongs to alice: another subject cannot read it.
+    let id = session_id(&browser).await;
+    let other = http
+        .get(node.url(&format!("/api/v1/sessions/{id}")))
+        .bearer_auth(mint("bob", "stream"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(other.status(), 404);
+    browser.quit().await;
+}
+
 /// Regenerates `docs/price-board.png`: the page under the simulated feed's load. Not part of
 /// the suite (it sleeps to let sparklines fill, and writes into the repository):
 /// `TICKSTREAM_URL=http://127.0.0.1:8080 cargo nextest run -p tickstream --test browser

@@ -24,6 +24,7 @@ pub(super) fn record_of(info: &SessionInfo) -> SessionRecord {
         max_rate_hz: info.max_rate_hz,
         created_at_ms: info.created_at_ms,
         state: info.state,
+        owner: info.owner.clone(),
     }
 }
 
@@ -35,6 +36,7 @@ pub(super) fn info_of(record: SessionRecord, ttl: Duration) -> SessionInfo {
         created_at_ms: record.created_at_ms,
         ttl,
         max_rate_hz: record.max_rate_hz,
+        owner: record.owner,
     }
 }
 
@@ -78,7 +80,7 @@ impl Shared {
     /// already live.
     pub(super) async fn announce_streaming(&self, id: SessionId, adopted: bool) {
         if let Err(e) = self.store.announce_attached(id).await {
-            tracing::warn!(session = %id, error = %e, "cannot announce the attach");
+            tracing::warn!(error = %e, "cannot announce the attach");
         }
         let Ok(session) = self.engine.live_session(id) else { return };
         let Some((record, ttl)) = self.record(&session) else { return };
@@ -90,10 +92,12 @@ impl Shared {
         match written {
             Ok(true) => {}
             Ok(false) => {
-                tracing::info!(session = %id, "session ended elsewhere while being adopted");
+                tracing::info!("session ended elsewhere while being adopted");
                 self.engine.end(id, CloseReason::SessionEnded, false);
             }
-            Err(e) => tracing::warn!(session = %id, error = %e, "cannot refresh the session record"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot refresh the session record")
+            }
         }
     }
 

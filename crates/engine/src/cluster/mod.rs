@@ -139,7 +139,7 @@ impl MonitoringService for SharedEngine {
                 // keeper re-writes every record held here, this one with its new tickers.
                 Ok(false) => restore.notify_one(),
                 Err(e) => {
-                    tracing::warn!(session = %id, error = %e, "cannot update the session record");
+                    tracing::warn!(error = %e, "cannot update the session record");
                     restore.notify_one();
                 }
             }

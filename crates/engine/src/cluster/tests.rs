@@ -164,7 +164,8 @@ fn shared(data: &Arc<Data>, node: usize) -> (SharedEngine, Arc<Metrics>) {
 }
 
 async fn start(e: &SharedEngine, tickers: &[&str]) -> Result<SessionId, ServiceError> {
-    let req = StartRequest { tickers: tickers.iter().map(|s| t(s)).collect(), max_rate_hz: None };
+    let req =
+        StartRequest { tickers: tickers.iter().map(|s| t(s)).collect(), max_rate_hz: None, owner: None };
     e.start_monitoring(req).await.map(|info| info.id)
 }
 

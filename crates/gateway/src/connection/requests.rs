@@ -17,9 +17,11 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use tickstream_api::{MonitoringService, SessionId, Ticker, now_ms};
+use tickstream_api::{ErrorCode, MonitoringService, SessionId, Ticker, now_ms};
 
+use crate::auth::StreamAuth;
 use crate::close::{CloseCode, Ending};
 use crate::protocol::{self, ClientMessage, ProtocolError};
 
@@ -30,6 +32,8 @@ pub(super) enum Request {
     Ping,
     /// `subscribe` / `unsubscribe`: a call into the service.
     Change { add: Vec<Ticker>, remove: Vec<Ticker> },
+    /// A refreshed token: checked at once (no call), answered in order like the rest.
+    Auth(String),
     /// Refused by the parser: the reply is the `error`.
     Refused(ProtocolError),
 }
@@ -40,6 +44,7 @@ impl Request {
             Ok(ClientMessage::Ping) => Self::Ping,
             Ok(ClientMessage::Subscribe(add)) => Self::Change { add, remove: Vec::new() },
             Ok(ClientMessage::Unsubscribe(remove)) => Self::Change { add: Vec::new(), remove },
+            Ok(ClientMessage::Auth(token)) => Self::Auth(token),
             Err(e) => Self::Refused(e),
         }
     }
@@ -57,11 +62,25 @@ pub(super) struct Requests<'a, S> {
     /// Most requests that may wait: the inbound burst, so a client within its rate limit that
     /// sends a burst while a change is in flight never overflows it.
     bound: usize,
+    /// The socket's token, with auth on.
+    auth: Option<&'a StreamAuth>,
+    /// The expiry of a token accepted since the loop last asked ([`Self::take_extension`]).
+    extended: Option<SystemTime>,
 }
 
 impl<'a, S: MonitoringService> Requests<'a, S> {
-    pub(super) fn new(service: &'a S, session: SessionId, bound: usize) -> Self {
-        Self { service, session, in_flight: None, waiting: VecDeque::new(), bound }
+    pub(super) fn new(
+        service: &'a S,
+        session: SessionId,
+        bound: usize,
+        auth: Option<&'a StreamAuth>,
+    ) -> Self {
+        Self { service, session, in_flight: None, waiting: VecDeque::new(), bound, auth, extended: None }
+    }
+
+    /// The new expiry, once, after a refreshed token was accepted.
+    pub(super) fn take_extension(&mut self) -> Option<SystemTime> {
+        self.extended.take()
     }
 
     /// Whether anything is in flight or waiting: then [`Self::next_reply`] has work.
@@ -119,6 +138,18 @@ impl<'a, S: MonitoringService> Requests<'a, S> {
         match request {
             Request::Ping => Some(protocol::pong(now_ms())),
             Request::Refused(e) => Some(protocol::error(e.code, &e.message)),
+            Request::Auth(token) => Some(match self.auth {
+                None => protocol::error(ErrorCode::Unauthorized, "this server does not use tokens"),
+                Some(auth) => match auth.refresh(&token) {
+                    Ok(expires_at) => {
+                        self.extended = Some(expires_at);
+                        let ms = expires_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                        protocol::authenticated(ms)
+                    }
+                    // The old deadline stands: the client may try again before it.
+                    Err(e) => protocol::error(ErrorCode::Unauthorized, &e.to_string()),
+                },
+            }),
             Request::Change { add, remove } => {
                 let (service, session) = (self.service, self.session);
                 self.in_flight = Some(Box::pin(async move {

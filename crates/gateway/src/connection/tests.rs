@@ -101,7 +101,7 @@ async fn harness_on<S: MonitoringService>(
     let metrics = Metrics::new();
     let broker = Arc::new(InMemoryBroker::new(1000, metrics.clone()));
     let engine = Engine::new(EngineConfig::default(), broker, metrics.clone());
-    let req = StartRequest { tickers: vec![t("AAPL"), t("MSFT")], max_rate_hz: None };
+    let req = StartRequest { tickers: vec![t("AAPL"), t("MSFT")], max_rate_hz: None, owner: None };
     let id = engine.start_monitoring(req).await.unwrap().id;
     let service = Arc::new(service(engine.clone()));
     let updates = service.stream_price_updates(id).await.unwrap();
@@ -117,6 +117,7 @@ async fn harness_on<S: MonitoringService>(
         config: Arc::new(config),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        auth: None,
     };
     let task = tokio::spawn(async move {
         let (mut transport, mut updates) = (ChannelTransport { inbound, outbound }, updates);

@@ -127,7 +127,7 @@ impl Following {
             self.inner.metrics.engine_failovers.inc();
             match reopen(&self.inner, self.id, self.engine).await {
                 Ok((engine, stream)) => {
-                    tracing::info!(session = %self.id, from = %self.inner.engines[self.engine].uri,
+                    tracing::info!(session = %tickstream_auth::fingerprint(self.id.to_string()), from = %self.inner.engines[self.engine].uri,
                         to = %self.inner.engines[engine].uri, "stream moved to another engine");
                     self.engine = engine;
                     self.stream = stream;
@@ -193,8 +193,10 @@ mod tests {
         let config = RemoteConfig { failover_timeout: FAILOVER, ..RemoteConfig::new(vec![uri]) };
         let remote = RemoteEngine::new(config, Arc::clone(&metrics)).expect("valid settings");
         let tickers = vec![Ticker::parse("AAPL").expect("a ticker")];
-        let info =
-            remote.start_monitoring(StartRequest { tickers, max_rate_hz: None }).await.expect("created");
+        let info = remote
+            .start_monitoring(StartRequest { tickers, max_rate_hz: None, owner: None })
+            .await
+            .expect("created");
         let updates = remote.stream_price_updates(info.id).await.expect("streaming");
         assert_eq!(remote.inner.routes.engine_of(info.id), Some(0));
         (remote, metrics, engine, info.id, updates)

@@ -198,6 +198,7 @@ impl MonitoringService for RemoteEngine {
         let msg = pb::StartPriceMonitoringRequest {
             tickers: tickers_out(&req.tickers),
             max_rate_hz: req.max_rate_hz,
+            owner: req.owner,
         };
         let timeout = self.inner.config.call_timeout;
         let key = rand::rng().random();
