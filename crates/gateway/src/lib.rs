@@ -1,6 +1,7 @@
 //! The gateway: the HTTP + WebSocket edge.
 //!
 //! - `server`: the accept loop (connection cap, header timeout, graceful end);
+//! - [`edge_tls`]: the optional rustls handshake in front of it (`https://`, `wss://`);
 //! - [`rest`]: REST routes;
 //! - [`connection`]: one task per WebSocket (reader, single writer, heartbeats);
 //! - [`protocol`]: the WebSocket JSON messages, as pure functions;
@@ -28,6 +29,7 @@ use tokio_util::task::TaskTracker;
 pub mod close;
 mod config;
 pub mod connection;
+pub mod edge_tls;
 pub mod error;
 pub mod ops;
 pub mod protocol;
@@ -37,6 +39,7 @@ pub mod upgrade;
 pub mod web;
 
 pub use config::GatewayConfig;
+pub use edge_tls::EdgeTls;
 
 /// Shared state of every handler.
 pub struct AppState<S> {
@@ -72,6 +75,7 @@ impl<S> std::fmt::Debug for AppState<S> {
 #[derive(Debug)]
 pub struct Gateway<S> {
     state: AppState<S>,
+    tls: Option<EdgeTls>,
 }
 
 impl<S: MonitoringService> Gateway<S> {
@@ -94,7 +98,16 @@ impl<S: MonitoringService> Gateway<S> {
                 tracker: TaskTracker::new(),
                 permits,
             },
+            tls: None,
         })
+    }
+
+    /// Serves HTTPS and `wss://` instead of plain HTTP: every connection is a TLS handshake
+    /// first, bounded by the header timeout.
+    #[must_use]
+    pub fn with_tls(mut self, tls: EdgeTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// All routes.
@@ -137,6 +150,7 @@ impl<S: MonitoringService> Gateway<S> {
             // Longer than the WebSocket loop's own write deadline, which must fire first (4008).
             write_stall: cfg.write_timeout + cfg.close_grace * 2,
             drain: cfg.shutdown_timeout,
+            tls: self.tls.clone(),
         }
         .run(listener)
         .await;

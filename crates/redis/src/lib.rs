@@ -31,10 +31,12 @@ mod broker;
 mod config;
 pub mod keys;
 mod reconcile;
+mod secret;
 mod store;
 mod subscriber;
 pub mod wire;
 
 pub use broker::RedisBroker;
 pub use config::RedisConfig;
+pub use secret::{RedisTls, redact_url};
 pub use keys::channel_for;
