@@ -41,7 +41,12 @@ impl EdgeTls {
     /// untrusted certificate on the client's side, a scanner, a timeout) is routine for an
     /// open port: counted in `tickstream_tls_handshake_failures_total`, logged at debug, and
     /// the connection dropped; `None` then.
-    pub(crate) async fn handshake<I>(&self, io: I, timeout: Duration, metrics: &Metrics) -> Option<TlsStream<I>>
+    pub(crate) async fn handshake<I>(
+        &self,
+        io: I,
+        timeout: Duration,
+        metrics: &Metrics,
+    ) -> Option<TlsStream<I>>
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {

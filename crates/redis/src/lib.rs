@@ -38,5 +38,5 @@ pub mod wire;
 
 pub use broker::RedisBroker;
 pub use config::RedisConfig;
-pub use secret::{RedisTls, redact_url};
 pub use keys::channel_for;
+pub use secret::{RedisTls, redact_url};

@@ -49,8 +49,8 @@ impl ClusterToken {
     /// An unreadable file, or a token shorter than 16 characters or not printable ASCII.
     pub fn from_file(path: &Path) -> Result<Self, TokenError> {
         let shown = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|source| TokenError::Read { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| TokenError::Read { path: shown.clone(), source })?;
         Self::new(text.trim()).ok_or(TokenError::Invalid { path: shown })
     }
 

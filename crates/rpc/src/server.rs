@@ -16,10 +16,10 @@ use crate::convert::{
     event_out, invalid, parse_id, parse_tickers, price_in, session_out, tickers_out, to_status,
 };
 use crate::pb;
-use crate::security::{CheckToken, ServerSecurity};
 use crate::pb::real_time_price_monitoring_service_server::{
     RealTimePriceMonitoringService, RealTimePriceMonitoringServiceServer,
 };
+use crate::security::{CheckToken, ServerSecurity};
 
 /// Transport settings of the engine's gRPC server.
 #[derive(Debug, Clone)]

@@ -32,7 +32,7 @@ pub async fn start(args: &FeedArgs) -> io::Result<RunningFeed> {
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
     let (broker, _store) =
-        redis_node(&args.redis, args.sim.tickers.max(1), &metrics, &background, &shutdown)?;
+        redis_node(&args.redis, &args.redis_tls, args.sim.tickers.max(1), &metrics, &background, &shutdown)?;
     let feed = SimulatedFeed::new(&FeedConfig {
         tickers: args.sim.tickers,
         rate: args.sim.feed_rate,

@@ -28,6 +28,7 @@ pub struct RunningGateway {
 /// Invalid settings, or an address that cannot be bound.
 pub async fn start(args: &GatewayArgs) -> io::Result<RunningGateway> {
     args.validate().map_err(invalid)?;
+    let tls = args.tls.load()?;
     let metrics = Metrics::new();
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
@@ -37,6 +38,7 @@ pub async fn start(args: &GatewayArgs) -> io::Result<RunningGateway> {
             connections_per_engine: args.engine_connections,
             call_timeout: args.engine_timeout,
             failover_timeout: args.failover_timeout,
+            security: args.grpc_security.client()?,
             ..RemoteConfig::new(args.engine.clone())
         },
         Arc::clone(&metrics),
@@ -45,13 +47,16 @@ pub async fn start(args: &GatewayArgs) -> io::Result<RunningGateway> {
     remote.start_prober(&background, shutdown.clone()).await;
     let listener = bind(args.edge.listen, args.edge.reuse_port)?;
     let addr = listener.local_addr()?;
-    let gateway = Gateway::new(
+    let mut gateway = Gateway::new(
         Arc::new(remote),
         Arc::clone(&metrics),
         gateway_config(&args.edge, &args.common),
         shutdown.clone(),
     )
     .map_err(|e| invalid(e.to_string()))?;
+    if let Some(tls) = tls {
+        gateway = gateway.with_tls(tls);
+    }
     let task = tokio::spawn(async move {
         gateway.serve(listener).await;
         background.close();

@@ -10,7 +10,7 @@ use tickstream_api::MonitoringService;
 use tickstream_broker::{Broker, InMemoryBroker, SessionStore};
 use tickstream_engine::{Engine, EngineConfig, SharedEngine};
 use tickstream_feed::{FeedConfig, SimulatedFeed};
-use tickstream_gateway::{Gateway, GatewayConfig};
+use tickstream_gateway::{EdgeTls, Gateway, GatewayConfig};
 use tickstream_redis::{RedisBroker, RedisConfig};
 use tickstream_telemetry::Metrics;
 use tokio::net::TcpListener;
@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::{ServeArgs, SessionOpts};
 use crate::node::{Handle, bind, gateway_config, invalid};
+use crate::security::RedisTlsOpts;
 
 /// A running `serve` node.
 #[derive(Debug)]
@@ -60,12 +61,13 @@ pub(crate) fn engine_config(opts: &SessionOpts) -> EngineConfig {
 /// A node's Redis broker, as the broker and as the session store (one value, two roles).
 pub(crate) fn redis_node(
     url: &str,
+    tls: &RedisTlsOpts,
     max_symbols: usize,
     metrics: &Arc<Metrics>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> io::Result<(Arc<dyn Broker>, Arc<dyn SessionStore>)> {
-    let config = RedisConfig { max_symbols, ..RedisConfig::new(url) };
+    let config = RedisConfig { max_symbols, tls: tls.load(url)?, ..RedisConfig::new(url) };
     let redis = RedisBroker::start(config, Arc::clone(metrics), tracker, shutdown.clone())
         .map_err(|e| invalid(e.to_string()))?;
     Ok((Arc::new(redis.clone()), Arc::new(redis)))
@@ -77,6 +79,7 @@ pub(crate) fn redis_node(
 /// Invalid settings ([`ServeArgs::validate`]), or a listen address that cannot be bound.
 pub async fn start(args: &ServeArgs) -> io::Result<Running> {
     args.validate().map_err(invalid)?;
+    let tls = args.tls.load()?;
     let metrics = Metrics::new();
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
@@ -84,8 +87,14 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
     let (broker, store): (Arc<dyn Broker>, Option<Arc<dyn SessionStore>>) = match &args.redis {
         None => (Arc::new(InMemoryBroker::new(args.sessions.max_symbols, Arc::clone(&metrics))), None),
         Some(url) => {
-            let (broker, store) =
-                redis_node(url, args.sessions.max_symbols, &metrics, &background, &shutdown)?;
+            let (broker, store) = redis_node(
+                url,
+                &args.redis_tls,
+                args.sessions.max_symbols,
+                &metrics,
+                &background,
+                &shutdown,
+            )?;
             (broker, Some(store))
         }
     };
@@ -115,6 +124,7 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
         listener,
         background,
         engine: engine.clone(),
+        tls,
     };
     let task = match shared {
         Some(shared) => node.serve(Arc::new(shared)),
@@ -131,13 +141,18 @@ struct Node {
     listener: TcpListener,
     background: TaskTracker,
     engine: Engine,
+    tls: Option<EdgeTls>,
 }
 
 impl Node {
     /// Serves `service` until shutdown, then stops the background tasks and ends every session.
     fn serve<S: MonitoringService>(self, service: Arc<S>) -> io::Result<JoinHandle<()>> {
-        let Self { metrics, config, shutdown, listener, background, engine } = self;
-        let gateway = Gateway::new(service, metrics, config, shutdown).map_err(|e| invalid(e.to_string()))?;
+        let Self { metrics, config, shutdown, listener, background, engine, tls } = self;
+        let mut gateway =
+            Gateway::new(service, metrics, config, shutdown).map_err(|e| invalid(e.to_string()))?;
+        if let Some(tls) = tls {
+            gateway = gateway.with_tls(tls);
+        }
         Ok(tokio::spawn(async move {
             gateway.serve(listener).await;
             background.close();

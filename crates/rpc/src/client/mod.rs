@@ -38,8 +38,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::convert::{price_out, session_in, tickers_out};
 use crate::pb;
-use crate::security::{AttachToken, ClientSecurity};
 use crate::pb::real_time_price_monitoring_service_client::RealTimePriceMonitoringServiceClient;
+use crate::security::{AttachToken, ClientSecurity};
 
 use call::request;
 pub use failover::RemoteUpdates;
