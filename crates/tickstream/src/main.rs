@@ -29,7 +29,7 @@ async fn main() -> ExitCode {
         }
         Command::Engine(args) => {
             run(&args.common, engine::start(&args), |r| {
-                println!("grpc listening on http://{}", r.grpc_addr);
+                println!("grpc listening on {}://{}", scheme(args.grpc_security.tls_enabled()), r.grpc_addr);
                 println!("metrics listening on http://{}", r.metrics_addr);
                 let redis = redact_url(&args.redis);
                 tracing::info!(grpc = %r.grpc_addr, metrics = %r.metrics_addr, %redis, "engine serving");

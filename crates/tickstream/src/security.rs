@@ -121,7 +121,8 @@ impl GrpcSecurityOpts {
         Ok(ClientSecurity { tls, token: self.token()? })
     }
 
-    pub(crate) fn tls_enabled(&self) -> bool {
+    /// True when the gRPC link is mutual TLS (engine URIs are `https://`).
+    pub fn tls_enabled(&self) -> bool {
         self.grpc_ca.is_some()
     }
 }
