@@ -27,7 +27,7 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
         Some((p, q)) => (p, Some(q)),
         None => (host, None),
     };
-    let secret_query = query.is_some_and(|q| q.split('&').any(|kv| is_secret_key(kv)));
+    let secret_query = query.is_some_and(|q| q.split('&').any(is_secret_key));
     if userinfo.is_none() && !secret_query {
         return Cow::Borrowed(url);
     }
