@@ -43,7 +43,7 @@ impl RedisConfig {
         Self {
             url: url.into(),
             tls: None,
-            max_symbols: 100_000,
+            max_symbols: tickstream_broker::DEFAULT_MAX_SYMBOLS,
             unsubscribe_linger: Duration::from_secs(1),
             command_timeout: Duration::from_secs(2),
         }

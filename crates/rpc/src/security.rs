@@ -84,12 +84,22 @@ pub struct ServerSecurity {
     pub token: Option<ClusterToken>,
 }
 
+impl ServerSecurity {
+    /// Neither: any peer that reaches the port may call (a private network).
+    pub const NONE: Self = Self { tls: None, token: None };
+}
+
 /// The gateway's side: TLS (CA and client certificate; engine URIs are `https://`), and/or the
 /// token sent on every call.
 #[derive(Debug, Clone, Default)]
 pub struct ClientSecurity {
     pub tls: Option<ClientTlsConfig>,
     pub token: Option<ClusterToken>,
+}
+
+impl ClientSecurity {
+    /// Plaintext, no token.
+    pub const NONE: Self = Self { tls: None, token: None };
 }
 
 /// Client interceptor: adds the token (if any) to every request.
