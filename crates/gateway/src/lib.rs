@@ -3,6 +3,7 @@
 //! - [`origin`]: the `Origin` check and CORS (outermost); [`auth`]: bearer tokens, the route
 //!   policy and the [`auth::Caller`] handlers see;
 //! - `server`: the accept loop (connection cap, header timeout, graceful end);
+//! - [`edge_tls`]: the optional rustls handshake in front of it (`https://`, `wss://`);
 //! - [`rest`]: REST routes;
 //! - [`connection`]: one task per WebSocket (reader, single writer, heartbeats);
 //! - [`protocol`]: the WebSocket JSON messages, as pure functions;
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod close;
 mod config;
 pub mod connection;
+pub mod edge_tls;
 pub mod error;
 pub mod ops;
 pub mod origin;
@@ -41,6 +43,7 @@ pub mod upgrade;
 pub mod web;
 
 pub use config::GatewayConfig;
+pub use edge_tls::EdgeTls;
 
 /// Shared state of every handler.
 pub struct AppState<S> {
@@ -81,6 +84,7 @@ pub struct Gateway<S> {
     state: AppState<S>,
     /// `/readyz` checks beyond the edge's own (draining, the service's `ready()`).
     readiness: ops::Readiness,
+    tls: Option<EdgeTls>,
 }
 
 impl<S: MonitoringService> Gateway<S> {
@@ -105,6 +109,7 @@ impl<S: MonitoringService> Gateway<S> {
                 auth: Arc::new(auth::Auth::off()),
             },
             readiness: ops::Readiness::new(),
+            tls: None,
         })
     }
 
@@ -129,6 +134,14 @@ impl<S: MonitoringService> Gateway<S> {
     #[must_use]
     pub fn with_auth(mut self, auth: auth::Auth) -> Self {
         self.state.auth = Arc::new(auth);
+        self
+    }
+
+    /// Serves HTTPS and `wss://` instead of plain HTTP: every connection is a TLS handshake
+    /// first, bounded by the header timeout.
+    #[must_use]
+    pub fn with_tls(mut self, tls: EdgeTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -183,6 +196,7 @@ impl<S: MonitoringService> Gateway<S> {
             // Longer than the WebSocket loop's own write deadline, which must fire first (4008).
             write_stall: cfg.write_timeout + cfg.close_grace * 2,
             drain: cfg.shutdown_timeout,
+            tls: self.tls.clone(),
         }
         .run(listener)
         .await;

@@ -7,7 +7,8 @@
 //!   backlog instead of consuming descriptors;
 //! - request headers (and an idle keep-alive connection's next request) must arrive within the
 //!   header timeout; the body and the handler get the same budget (`Gateway::router`);
-//! - a write that makes no progress for the write timeout fails the connection ([`StallGuard`]).
+//! - a write that makes no progress for the write timeout fails the connection ([`StallGuard`]);
+//! - with edge TLS, the handshake must also finish within the header timeout ([`EdgeTls`]).
 
 use std::future::Future;
 use std::io;
@@ -28,6 +29,8 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::edge_tls::EdgeTls;
+
 /// What the accept loop needs.
 #[derive(Debug)]
 pub(crate) struct Accept {
@@ -41,6 +44,8 @@ pub(crate) struct Accept {
     pub write_stall: Duration,
     /// How long shutdown waits for connections to finish their in-flight requests.
     pub drain: Duration,
+    /// Edge TLS (`--tls-cert`/`--tls-key`): every connection is a TLS handshake first.
+    pub tls: Option<EdgeTls>,
 }
 
 impl Accept {
@@ -77,27 +82,21 @@ impl Accept {
             let service = TowerToHyperService::new(self.router.clone());
             let shutdown = self.shutdown.clone();
             let (header_timeout, drain) = (self.header_timeout, self.drain);
-            let io = TokioIo::new(StallGuard::new(stream, self.write_stall));
+            let io = StallGuard::new(stream, self.write_stall);
             let open = GaugeGuard::new(&self.metrics.http_connections);
+            let tls = self.tls.clone();
+            let metrics = Arc::clone(&self.metrics);
             connections.spawn(async move {
                 let _permit = permit;
                 let _open = open;
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(io, service)
-                    .with_upgrades();
-                tokio::pin!(conn);
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(error = %e, "http connection ended with an error");
+                let http = Http { service, shutdown, header_timeout, drain };
+                match tls {
+                    None => http.serve(io).await,
+                    // The handshake runs here, in the connection's task, never in the loop.
+                    Some(tls) => {
+                        if let Some(io) = tls.handshake(io, header_timeout, &metrics).await {
+                            http.serve(io).await;
                         }
-                    }
-                    () = shutdown.cancelled() => {
-                        // Idle keep-alive connections close now; in-flight requests finish.
-                        conn.as_mut().graceful_shutdown();
-                        let _ = tokio::time::timeout(drain, conn).await;
                     }
                 }
             });
@@ -112,6 +111,39 @@ impl Accept {
             );
         }
         deadline
+    }
+}
+
+/// One accepted connection's HTTP/1.1 server, over plain TCP or TLS (generic, so the plain path
+/// is exactly what it was before TLS existed).
+struct Http {
+    service: TowerToHyperService<Router>,
+    shutdown: CancellationToken,
+    header_timeout: Duration,
+    drain: Duration,
+}
+
+impl Http {
+    async fn serve<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(self, io: I) {
+        let Self { service, shutdown, header_timeout, drain } = self;
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(io), service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "http connection ended with an error");
+                }
+            }
+            () = shutdown.cancelled() => {
+                // Idle keep-alive connections close now; in-flight requests finish.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(drain, conn).await;
+            }
+        }
     }
 }
 

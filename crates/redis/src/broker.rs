@@ -55,7 +55,7 @@ impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let subs = self.shared.subs.lock();
         f.debug_struct("RedisBroker")
-            .field("url", &self.shared.config.url)
+            .field("url", &crate::redact_url(&self.shared.config.url))
             .field("wanted", &subs.wanted_len())
             .field("active", &subs.active_len())
             .finish_non_exhaustive()
@@ -79,8 +79,14 @@ impl RedisBroker {
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| BrokerError::Unavailable(format!("invalid Redis URL {:?}: {e}", config.url)))?;
+        let opened = match &config.tls {
+            Some(tls) => redis::Client::build_with_tls(config.url.as_str(), tls.certificates()),
+            None => redis::Client::open(config.url.as_str()),
+        };
+        // The URL may hold a password: only its redacted form goes into the message.
+        let client = opened.map_err(|e| {
+            BrokerError::Unavailable(format!("invalid Redis URL {:?}: {e}", crate::redact_url(&config.url)))
+        })?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.command_timeout))
             .set_response_timeout(Some(config.command_timeout))

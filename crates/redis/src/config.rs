@@ -1,6 +1,9 @@
 //! Settings of the Redis broker, and the fixed bounds its connections work within.
 
+use std::fmt;
 use std::time::Duration;
+
+use crate::secret::{RedisTls, redact_url};
 
 /// Channels per SUBSCRIBE/UNSUBSCRIBE command (and records per session pipeline), so
 /// re-subscribing 100,000 tickers after a restart is 100 commands rather than one huge one or
@@ -19,11 +22,14 @@ pub(crate) const PING_EVERY: Duration = Duration::from_secs(5);
 /// its size is not ours to bound).
 pub(crate) const MAX_SYMBOL_SCAN: usize = 1_000_000;
 
-/// Settings of [`RedisBroker`](crate::RedisBroker).
-#[derive(Debug, Clone)]
+/// Settings of [`RedisBroker`](crate::RedisBroker). `Debug` shows the URL without its
+/// password ([`redact_url`]).
+#[derive(Clone)]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]`.
+    /// `redis://[[user]:password@]host:port[/db]`, or `rediss://…` for TLS.
     pub url: String,
+    /// Certificates for a `rediss://` URL (none: the system's trust store, no client cert).
+    pub tls: Option<RedisTls>,
     /// Bound on distinct symbols this node publishes (the in-memory broker's `max_symbols`).
     pub max_symbols: usize,
     /// Delay before an unwatched ticker is unsubscribed (absorbs churn).
@@ -36,9 +42,33 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            tls: None,
             max_symbols: tickstream_broker::DEFAULT_MAX_SYMBOLS,
             unsubscribe_linger: Duration::from_secs(1),
             command_timeout: Duration::from_secs(2),
         }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redact_url(&self.url))
+            .field("tls", &self.tls)
+            .field("max_symbols", &self.max_symbols)
+            .field("unsubscribe_linger", &self.unsubscribe_linger)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_password() {
+        let shown = format!("{:?}", RedisConfig::new("rediss://u:hunter2hunter2@h:6380"));
+        assert!(shown.contains("rediss://u:***@h:6380") && !shown.contains("hunter2"), "{shown}");
     }
 }

@@ -8,6 +8,7 @@ use futures::{Stream, StreamExt};
 use tickstream_api::{ErrorCode, MonitoringService, SessionEvent, StartRequest};
 use tickstream_telemetry::Metrics;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
@@ -18,6 +19,7 @@ use crate::pb;
 use crate::pb::real_time_price_monitoring_service_server::{
     RealTimePriceMonitoringService, RealTimePriceMonitoringServiceServer,
 };
+use crate::security::{CheckToken, ServerSecurity};
 
 /// Transport settings of the engine's gRPC server.
 #[derive(Debug, Clone)]
@@ -33,6 +35,8 @@ pub struct GrpcServerConfig {
     pub keepalive_timeout: Duration,
     /// Largest decoded request (a price batch); also caps the prices per publish.
     pub max_request_bytes: usize,
+    /// Mutual TLS and/or the cluster token; by default neither (a private network).
+    pub security: ServerSecurity,
 }
 
 impl GrpcServerConfig {
@@ -42,6 +46,7 @@ impl GrpcServerConfig {
         keepalive_interval: Duration::from_secs(20),
         keepalive_timeout: Duration::from_secs(10),
         max_request_bytes: 4 * 1024 * 1024,
+        security: ServerSecurity::NONE,
     };
 }
 
@@ -184,8 +189,13 @@ pub async fn serve<S: MonitoringService>(
 ) -> Result<(), tonic::transport::Error> {
     let svc = RealTimePriceMonitoringServiceServer::new(EngineService::new(service, metrics))
         .max_decoding_message_size(config.max_request_bytes);
+    let svc = InterceptedService::new(svc, CheckToken(config.security.token.clone().map(Arc::new)));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.security.tls {
+        builder = builder.tls_config(tls.clone())?;
+    }
+    builder
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))

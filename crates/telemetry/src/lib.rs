@@ -27,6 +27,8 @@ pub struct Metrics {
     pub ws_connections: IntGauge,
     /// `tickstream_http_connections`: open HTTP connections (not yet upgraded, or plain REST).
     pub http_connections: IntGauge,
+    /// `tickstream_tls_handshake_failures_total`: edge TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: IntCounter,
     /// `tickstream_broker_subscriptions`: tickers this node subscribes to at the broker.
     pub broker_subscriptions: IntGauge,
     /// `tickstream_updates_published_total`: ticks published through this node's broker.
@@ -86,6 +88,10 @@ impl Metrics {
                 "tickstream_http_connections",
                 "Open HTTP connections (plain REST, or before a WebSocket upgrade)",
             ),
+            tls_handshake_failures: counter(
+                "tickstream_tls_handshake_failures_total",
+                "Edge TLS handshakes that failed or did not finish within the header timeout",
+            ),
             broker_subscriptions: gauge(
                 "tickstream_broker_subscriptions",
                 "Tickers this node subscribes to at the broker",
@@ -137,6 +143,7 @@ impl Metrics {
         reg(Box::new(m.sessions.clone()));
         reg(Box::new(m.ws_connections.clone()));
         reg(Box::new(m.http_connections.clone()));
+        reg(Box::new(m.tls_handshake_failures.clone()));
         reg(Box::new(m.broker_subscriptions.clone()));
         reg(Box::new(m.updates_published.clone()));
         reg(Box::new(m.updates_delivered.clone()));

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::security::{GrpcSecurityOpts, RedisTlsOpts, TlsOpts};
+
 #[derive(Debug, Parser)]
 #[command(name = "tickstream", version, about = "Real-time stock-price streaming over WebSockets")]
 pub struct Cli {
@@ -150,10 +152,15 @@ pub struct ServeArgs {
     pub no_feed: bool,
     /// Use Redis as the broker and session store (e.g. redis://127.0.0.1:6379), so several
     /// `serve` nodes share prices and sessions. Without it everything stays in this process.
-    #[arg(long, env = "TICKSTREAM_REDIS")]
+    /// A password goes in the URL (redis://:PASS@host); rediss:// for TLS.
+    #[arg(long, env = "TICKSTREAM_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
     #[command(flatten)]
     pub auth: crate::auth::AuthOpts,
+    #[command(flatten)]
+    pub redis_tls: RedisTlsOpts,
+    #[command(flatten)]
+    pub tls: TlsOpts,
     #[command(flatten)]
     pub common: CommonOpts,
 }
@@ -167,9 +174,14 @@ pub struct EngineArgs {
     /// Address of the HTTP endpoints /metrics and /healthz.
     #[arg(long, env = "TICKSTREAM_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
     pub metrics_listen: SocketAddr,
-    /// Redis shared by every node (broker and session store).
-    #[arg(long, env = "TICKSTREAM_REDIS", default_value = DEFAULT_REDIS)]
+    /// Redis shared by every node (broker and session store); redis://:PASS@host for a
+    /// password, rediss:// for TLS.
+    #[arg(long, env = "TICKSTREAM_REDIS", hide_env_values = true, default_value = DEFAULT_REDIS)]
     pub redis: String,
+    #[command(flatten)]
+    pub redis_tls: RedisTlsOpts,
+    #[command(flatten)]
+    pub grpc_security: GrpcSecurityOpts,
     /// Most concurrent gRPC streams per connection (each WebSocket is one stream).
     #[arg(long, env = "TICKSTREAM_GRPC_MAX_STREAMS", default_value_t = GrpcServerConfig::DEFAULT.max_concurrent_streams)]
     pub grpc_max_streams: u32,
@@ -184,7 +196,12 @@ pub struct EngineArgs {
 pub struct GatewayArgs {
     #[command(flatten)]
     pub edge: EdgeOpts,
-    /// Engines' gRPC URIs, comma-separated; streams are spread over them and fail over.
+    #[command(flatten)]
+    pub tls: TlsOpts,
+    #[command(flatten)]
+    pub grpc_security: GrpcSecurityOpts,
+    /// Engines' gRPC URIs, comma-separated; streams are spread over them and fail over
+    /// (https:// with --grpc-ca).
     #[arg(long, env = "TICKSTREAM_ENGINE", value_delimiter = ',', default_value = "http://127.0.0.1:50051")]
     pub engine: Vec<String>,
     /// HTTP/2 connections to each engine (streams are spread over them).
@@ -207,9 +224,11 @@ pub struct GatewayArgs {
 /// Flags of `tickstream feed`.
 #[derive(Debug, Clone, Parser)]
 pub struct FeedArgs {
-    /// Redis to publish into.
-    #[arg(long, env = "TICKSTREAM_REDIS", default_value = DEFAULT_REDIS)]
+    /// Redis to publish into (redis://:PASS@host for a password, rediss:// for TLS).
+    #[arg(long, env = "TICKSTREAM_REDIS", hide_env_values = true, default_value = DEFAULT_REDIS)]
     pub redis: String,
+    #[command(flatten)]
+    pub redis_tls: RedisTlsOpts,
     #[command(flatten)]
     pub sim: SimOpts,
     /// Address of /metrics and /healthz (none if not given).
@@ -251,7 +270,8 @@ fn redis_url(url: &str) -> Result<(), String> {
     if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") {
         Ok(())
     } else {
-        Err(format!("--redis must be a redis:// URL, got {url:?}"))
+        // Redacted: the URL may carry a password.
+        Err(format!("--redis must be a redis:// URL, got {:?}", tickstream_redis::redact_url(url)))
     }
 }
 
@@ -304,8 +324,11 @@ impl GatewayArgs {
             ("--engine-timeout", self.engine_timeout),
             ("--failover-timeout", self.failover_timeout),
         ])?;
-        if self.engine.is_empty() || self.engine.iter().any(|e| !e.starts_with("http://")) {
-            return Err("--engine needs one or more http:// URIs".into());
+        // With --grpc-ca every engine is https://, without it http:// (the other mix is a
+        // misconfiguration that would fail every call, or silently skip TLS).
+        let scheme = if self.grpc_security.tls_enabled() { "https://" } else { "http://" };
+        if self.engine.is_empty() || self.engine.iter().any(|e| !e.starts_with(scheme)) {
+            return Err(format!("--engine needs one or more {scheme} URIs"));
         }
         if self.engine_connections == 0 {
             return Err("--engine-connections must be at least 1".into());

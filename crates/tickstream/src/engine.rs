@@ -36,8 +36,14 @@ pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
-    let RedisNode { broker, store, readiness: broker_ready } =
-        redis_node(&args.redis, args.sessions.max_symbols, &metrics, &background, &shutdown)?;
+    let RedisNode { broker, store, readiness: broker_ready } = redis_node(
+        &args.redis,
+        &args.redis_tls,
+        args.sessions.max_symbols,
+        &metrics,
+        &background,
+        &shutdown,
+    )?;
     let engine = Engine::new(engine_config(&args.sessions), broker, Arc::clone(&metrics));
     // Served through the cluster layer: sessions live in Redis too, so any engine can take one.
     let shared = SharedEngine::new(engine.clone(), store);
@@ -53,8 +59,11 @@ pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
     let readiness = Readiness::new().draining(shutdown.clone()).and(&broker_ready);
     let metrics_server = spawn_metrics_server(http, Arc::clone(&metrics), readiness, stopped.clone());
 
-    let config =
-        GrpcServerConfig { max_concurrent_streams: args.grpc_max_streams, ..GrpcServerConfig::default() };
+    let config = GrpcServerConfig {
+        max_concurrent_streams: args.grpc_max_streams,
+        security: args.grpc_security.server()?,
+        ..GrpcServerConfig::default()
+    };
     let grace = args.common.shutdown_timeout;
     let task = {
         let engine = engine.clone();

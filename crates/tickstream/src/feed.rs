@@ -33,7 +33,7 @@ pub async fn start(args: &FeedArgs) -> io::Result<RunningFeed> {
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
     let RedisNode { broker, readiness: broker_ready, .. } =
-        redis_node(&args.redis, args.sim.tickers.max(1), &metrics, &background, &shutdown)?;
+        redis_node(&args.redis, &args.redis_tls, args.sim.tickers.max(1), &metrics, &background, &shutdown)?;
     let feed = SimulatedFeed::new(&args.sim.feed_config());
     feed.spawn(broker, &metrics, &background, shutdown.clone());
     // The ops server outlives the drain (`/readyz` says `draining`) and stops with the role.

@@ -29,6 +29,7 @@ pub struct RunningGateway {
 pub async fn start(args: &GatewayArgs) -> io::Result<RunningGateway> {
     args.validate().map_err(invalid)?;
     let auth = args.auth.edge_auth().map_err(invalid)?;
+    let tls = args.tls.load()?;
     let metrics = Metrics::new();
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
@@ -38,6 +39,7 @@ pub async fn start(args: &GatewayArgs) -> io::Result<RunningGateway> {
             connections_per_engine: args.engine_connections,
             call_timeout: args.engine_timeout,
             failover_timeout: args.failover_timeout,
+            security: args.grpc_security.client()?,
             ..RemoteConfig::new(args.engine.clone())
         },
         Arc::clone(&metrics),
@@ -46,7 +48,7 @@ pub async fn start(args: &GatewayArgs) -> io::Result<RunningGateway> {
     remote.start_prober(&background, shutdown.clone()).await;
     let listener = bind(args.edge.listen, args.edge.reuse_port)?;
     let addr = listener.local_addr()?;
-    let gateway = Gateway::new(
+    let mut gateway = Gateway::new(
         Arc::new(remote),
         Arc::clone(&metrics),
         gateway_config(&args.edge, &args.common),
@@ -54,6 +56,9 @@ pub async fn start(args: &GatewayArgs) -> io::Result<RunningGateway> {
     )
     .map_err(|e| invalid(e.to_string()))?
     .with_auth(auth);
+    if let Some(tls) = tls {
+        gateway = gateway.with_tls(tls);
+    }
     let ops = match args.edge.metrics_listen {
         Some(addr) => Some(spawn_metrics_server(
             bind(addr, false)?,

@@ -16,4 +16,5 @@ pub mod engine;
 pub mod feed;
 pub mod gateway;
 pub mod node;
+pub mod security;
 pub mod serve;

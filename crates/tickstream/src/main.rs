@@ -8,10 +8,13 @@ use tickstream::cli::{Command, CommonOpts};
 use tickstream::config_file::{self, ConfigAction, ConfigArgs, ParseError};
 use tickstream::node::Handle;
 use tickstream::{engine, feed, gateway, serve};
+use tickstream_redis::redact_url;
 use tickstream_telemetry::logging;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Before anything builds a rustls config on its own (redis' `rediss://`).
+    tickstream_auth::tls::install_default_provider();
     // clap, with the role's config file (if any) under its flags and env vars.
     let cli = match config_file::parse_from(std::env::args_os()) {
         Ok(parsed) => parsed.cli,
@@ -33,37 +36,44 @@ async fn main() -> ExitCode {
         Command::Serve(args) => {
             run(&args.common, serve::start(&args), |r| {
                 // A stable line on stdout for scripts and tests; logs go to stderr.
-                println!("listening on http://{}", r.addr);
-                tracing::info!(addr = %r.addr, feed = !args.no_feed, redis = ?args.redis, "tickstream serving");
+                println!("listening on {}://{}", scheme(args.tls.enabled()), r.addr);
+                let redis = args.redis.as_deref().map(redact_url);
+                tracing::info!(addr = %r.addr, feed = !args.no_feed, redis = ?redis, "tickstream serving");
             })
             .await
         }
         Command::Engine(args) => {
             run(&args.common, engine::start(&args), |r| {
-                println!("grpc listening on http://{}", r.grpc_addr);
+                println!("grpc listening on {}://{}", scheme(args.grpc_security.tls_enabled()), r.grpc_addr);
                 println!("metrics listening on http://{}", r.metrics_addr);
-                tracing::info!(grpc = %r.grpc_addr, metrics = %r.metrics_addr, redis = %args.redis, "engine serving");
+                let redis = redact_url(&args.redis);
+                tracing::info!(grpc = %r.grpc_addr, metrics = %r.metrics_addr, %redis, "engine serving");
             })
             .await
         }
         Command::Gateway(args) => {
             run(&args.common, gateway::start(&args), |r| {
-                println!("listening on http://{}", r.addr);
+                println!("listening on {}://{}", scheme(args.tls.enabled()), r.addr);
                 tracing::info!(addr = %r.addr, engines = ?args.engine, "gateway serving");
             })
             .await
         }
         Command::Feed(args) => {
             run(&args.common, feed::start(&args), |r| {
-                println!("publishing to {}", args.redis);
+                println!("publishing to {}", redact_url(&args.redis));
                 if let Some(addr) = r.metrics_addr {
                     println!("metrics listening on http://{addr}");
                 }
-                tracing::info!(redis = %args.redis, tickers = args.sim.tickers, rate = args.sim.feed_rate, "feed running");
+                let redis = redact_url(&args.redis);
+                tracing::info!(%redis, tickers = args.sim.tickers, rate = args.sim.feed_rate, "feed running");
             })
             .await
         }
     }
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
 }
 
 /// Something `main` can stop and wait for.

@@ -11,7 +11,7 @@ use tickstream_broker::{Broker, InMemoryBroker, SessionStore};
 use tickstream_engine::{Engine, EngineConfig, SharedEngine};
 use tickstream_feed::SimulatedFeed;
 use tickstream_gateway::ops::{NotReady, Readiness};
-use tickstream_gateway::{Gateway, GatewayConfig};
+use tickstream_gateway::{EdgeTls, Gateway, GatewayConfig};
 use tickstream_redis::{RedisBroker, RedisConfig};
 use tickstream_telemetry::Metrics;
 use tokio::net::TcpListener;
@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::{ServeArgs, SessionOpts};
 use crate::node::{Handle, bind, gateway_config, invalid, spawn_metrics_server};
+use crate::security::RedisTlsOpts;
 
 /// A running `serve` node.
 #[derive(Debug)]
@@ -68,12 +69,13 @@ pub(crate) struct RedisNode {
 
 pub(crate) fn redis_node(
     url: &str,
+    tls: &RedisTlsOpts,
     max_symbols: usize,
     metrics: &Arc<Metrics>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> io::Result<RedisNode> {
-    let config = RedisConfig { max_symbols, ..RedisConfig::new(url) };
+    let config = RedisConfig { max_symbols, tls: tls.load(url)?, ..RedisConfig::new(url) };
     let redis = RedisBroker::start(config, Arc::clone(metrics), tracker, shutdown.clone())
         .map_err(|e| invalid(e.to_string()))?;
     let probe = redis.clone();
@@ -89,6 +91,7 @@ pub(crate) fn redis_node(
 pub async fn start(args: &ServeArgs) -> io::Result<Running> {
     args.validate().map_err(invalid)?;
     let auth = args.auth.edge_auth().map_err(invalid)?;
+    let tls = args.tls.load()?;
     let metrics = Metrics::new();
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
@@ -100,7 +103,14 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
             (Arc::new(broker), None, Readiness::new())
         }
         Some(url) => {
-            let redis = redis_node(url, args.sessions.max_symbols, &metrics, &background, &shutdown)?;
+            let redis = redis_node(
+                url,
+                &args.redis_tls,
+                args.sessions.max_symbols,
+                &metrics,
+                &background,
+                &shutdown,
+            )?;
             (redis.broker, Some(redis.store), redis.readiness)
         }
     };
@@ -136,6 +146,7 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
         background,
         engine: engine.clone(),
         readiness,
+        tls,
     };
     let task = match shared {
         Some(shared) => node.serve(Arc::new(shared)),
@@ -154,16 +165,20 @@ struct Node {
     background: TaskTracker,
     engine: Engine,
     readiness: Readiness,
+    tls: Option<EdgeTls>,
 }
 
 impl Node {
     /// Serves `service` until shutdown, then stops the background tasks and ends every session.
     fn serve<S: MonitoringService>(self, service: Arc<S>) -> io::Result<JoinHandle<()>> {
-        let Self { auth, metrics, config, shutdown, listener, background, engine, readiness } = self;
-        let gateway = Gateway::new(service, metrics, config, shutdown)
+        let Self { auth, metrics, config, shutdown, listener, background, engine, readiness, tls } = self;
+        let mut gateway = Gateway::new(service, metrics, config, shutdown)
             .map_err(|e| invalid(e.to_string()))?
             .with_auth(auth)
             .with_readiness(readiness);
+        if let Some(tls) = tls {
+            gateway = gateway.with_tls(tls);
+        }
         Ok(tokio::spawn(async move {
             gateway.serve(listener).await;
             background.close();

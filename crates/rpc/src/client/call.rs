@@ -119,6 +119,12 @@ impl Inner {
                     self.mark(idx, false);
                     last = CallError::Transport(status);
                 }
+                Ok(Err(status)) if status.code() == tonic::Code::Unauthenticated => {
+                    // Not "engine down": it answered, and refused us. Retrying cannot help
+                    // until an operator fixes the credentials, so say so loudly.
+                    self.refused(idx, &status);
+                    return Err(CallError::Engine(from_status(&status)));
+                }
                 Ok(Err(status)) => match from_status(&status) {
                     e if passes_on(&e) => last = CallError::Engine(e),
                     e => return Err(CallError::Engine(e)),

@@ -33,18 +33,20 @@ use std::time::Duration;
 use rand::Rng;
 use tickstream_api::{MonitoringService, ServiceError, SessionId, SessionInfo, StartRequest, Tick, Ticker};
 use tickstream_telemetry::Metrics;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::convert::{price_out, session_in, tickers_out};
 use crate::pb;
 use crate::pb::real_time_price_monitoring_service_client::RealTimePriceMonitoringServiceClient;
+use crate::security::{AttachToken, ClientSecurity};
 
 use call::request;
 pub use failover::RemoteUpdates;
 use failover::Routes;
 use placement::session_hash;
 
-type Client = RealTimePriceMonitoringServiceClient<Channel>;
+type Client = RealTimePriceMonitoringServiceClient<InterceptedService<Channel, AttachToken>>;
 
 const STREAM_WINDOW: u32 = 32 * 1024;
 const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
@@ -67,6 +69,8 @@ pub struct RemoteConfig {
     pub failover_timeout: Duration,
     /// How often every engine is pinged for readiness.
     pub probe_interval: Duration,
+    /// TLS to the engines (then their URIs are `https://`) and/or the cluster token.
+    pub security: ClientSecurity,
 }
 
 impl RemoteConfig {
@@ -80,6 +84,7 @@ impl RemoteConfig {
         keepalive_timeout: Duration::from_secs(5),
         failover_timeout: Duration::from_secs(10),
         probe_interval: Duration::from_millis(500),
+        security: ClientSecurity::NONE,
     };
 
     pub fn new(engines: Vec<String>) -> Self {
@@ -100,6 +105,10 @@ pub enum RemoteConfigError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// TLS is configured but an engine URI is `http://` (or the reverse), or tonic refused the
+    /// TLS settings.
+    #[error("engine URI {uri:?}: {reason}")]
+    Tls { uri: String, reason: String },
 }
 
 /// Remote engines as one [`MonitoringService`]. Cheap to clone (a handle).
@@ -122,6 +131,8 @@ struct EngineLink {
     uri: String,
     channels: Vec<Client>,
     up: AtomicBool,
+    /// It answered `Unauthenticated` last (logged once, see `probe::refused`).
+    refused: AtomicBool,
 }
 
 impl std::fmt::Debug for RemoteEngine {
@@ -145,7 +156,8 @@ impl RemoteEngine {
         let mut engines = Vec::with_capacity(config.engines.len());
         for uri in &config.engines {
             let endpoint = Endpoint::from_shared(uri.clone())
-                .map_err(|source| RemoteConfigError::InvalidUri { uri: uri.clone(), source })?
+                .map_err(|source| RemoteConfigError::InvalidUri { uri: uri.clone(), source })?;
+            let endpoint = secure(endpoint, uri, &config.security)?
                 .connect_timeout(config.connect_timeout)
                 .tcp_nodelay(true)
                 // A small per-stream window keeps conflation on the engine: a socket that stops
@@ -158,9 +170,19 @@ impl RemoteEngine {
                 .keep_alive_timeout(config.keepalive_timeout)
                 .keep_alive_while_idle(true);
             let channels = (0..config.connections_per_engine.max(1))
-                .map(|_| Client::new(endpoint.connect_lazy()))
+                .map(|_| {
+                    Client::new(InterceptedService::new(
+                        endpoint.connect_lazy(),
+                        AttachToken(config.security.token.clone()),
+                    ))
+                })
                 .collect();
-            engines.push(EngineLink { uri: uri.clone(), channels, up: AtomicBool::new(false) });
+            engines.push(EngineLink {
+                uri: uri.clone(),
+                channels,
+                up: AtomicBool::new(false),
+                refused: AtomicBool::new(false),
+            });
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -171,6 +193,20 @@ impl RemoteEngine {
                 routes: Routes::default(),
             }),
         })
+    }
+}
+
+/// TLS on `endpoint` when configured. A scheme that disagrees with the settings is refused
+/// here rather than failing every call later (`http://` with TLS would silently go plaintext
+/// in some setups; `https://` without it cannot connect at all).
+fn secure(endpoint: Endpoint, uri: &str, security: &ClientSecurity) -> Result<Endpoint, RemoteConfigError> {
+    let fail = |reason: String| RemoteConfigError::Tls { uri: uri.to_owned(), reason };
+    let https = uri.starts_with("https://");
+    match &security.tls {
+        Some(tls) if https => endpoint.tls_config(tls.clone()).map_err(|e| fail(e.to_string())),
+        Some(_) => Err(fail("TLS is configured (--grpc-ca): use https://".into())),
+        None if https => Err(fail("https:// needs --grpc-tls-cert, --grpc-tls-key and --grpc-ca".into())),
+        None => Ok(endpoint),
     }
 }
 

@@ -43,6 +43,9 @@ impl RemoteEngine {
 impl Inner {
     /// Records whether engine `idx` answered; a change is logged and updates `engines_up`.
     pub(super) fn mark(&self, idx: usize, up: bool) {
+        if up {
+            self.engines[idx].refused.store(false, Ordering::Relaxed);
+        }
         let was = self.engines[idx].up.swap(up, Ordering::Relaxed);
         if was != up {
             if up {
@@ -70,15 +73,36 @@ impl Inner {
             let mut client = e.channels[0].clone();
             let timeout = self.config.connect_timeout;
             async move {
-                let ok = tokio::time::timeout(timeout, client.ping(request(pb::PingRequest {}, timeout)))
-                    .await
-                    .is_ok_and(|r| r.is_ok());
-                (idx, ok)
+                let answer =
+                    tokio::time::timeout(timeout, client.ping(request(pb::PingRequest {}, timeout))).await;
+                let refused = match &answer {
+                    Ok(Err(status)) if status.code() == tonic::Code::Unauthenticated => Some(status.clone()),
+                    _ => None,
+                };
+                (idx, answer.is_ok_and(|r| r.is_ok()), refused)
             }
         });
-        for (idx, ok) in futures::future::join_all(probes).await {
+        for (idx, ok, refused) in futures::future::join_all(probes).await {
+            if let Some(status) = refused {
+                self.refused(idx, &status);
+            }
             self.mark(idx, ok);
         }
+    }
+
+    /// An engine answered `Unauthenticated`: this gateway's cluster token or client
+    /// certificate is wrong. Logged as an error once per engine until it accepts us again
+    /// (the prober would otherwise repeat it every interval); the engine counts as down.
+    pub(super) fn refused(&self, idx: usize, status: &tonic::Status) {
+        let engine = &self.engines[idx];
+        if !engine.refused.swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                engine = %engine.uri,
+                reason = status.message(),
+                "engine refused this gateway's credentials (check --cluster-token-file and --grpc-tls-*)"
+            );
+        }
+        self.mark(idx, false);
     }
 }
 
