@@ -1,7 +1,7 @@
 //! The gateway: the HTTP + WebSocket edge.
 //!
 //! - `server`: the accept loop (connection cap, header timeout, graceful end);
-//! - [`rest`]: REST routes;
+//! - [`rest`]: REST routes; [`listing`]: the cache in front of `GET /api/v1/tickers`;
 //! - [`connection`]: one task per WebSocket (reader, single writer, heartbeats);
 //! - [`protocol`]: the WebSocket JSON messages, as pure functions;
 //! - [`upgrade`]: `GET /ws`: the opening handshake, the connection permit, the connection task;
@@ -29,6 +29,7 @@ pub mod close;
 mod config;
 pub mod connection;
 pub mod error;
+pub mod listing;
 pub mod ops;
 pub mod protocol;
 pub mod rest;
@@ -111,7 +112,10 @@ impl<S: MonitoringService> Gateway<S> {
                 "/api/v1/prices",
                 post(rest::publish_prices::<S>).layer(DefaultBodyLimit::max(cfg.prices_body_limit)),
             )
-            .route("/api/v1/tickers", get(rest::list_tickers::<S>))
+            .route("/api/v1/tickers", {
+                let cache = Arc::new(listing::TickersCache::new(cfg.tickers_cache_ttl));
+                get(move |st: axum::extract::State<AppState<S>>| async move { cache.get(st.0).await })
+            })
             .route("/ws", get(upgrade::ws_upgrade::<S>))
             .route("/healthz", get(rest::healthz::<S>))
             .route("/metrics", get(rest::metrics::<S>))

@@ -20,7 +20,9 @@ use tickstream_api::{
 use crate::AppState;
 use crate::error::ApiError;
 
+// Unknown fields are refused: a typo (`max_rate`) must not silently mean "no rate cap".
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateSession {
     tickers: Vec<String>,
     #[serde(default)]
@@ -77,6 +79,7 @@ pub async fn delete_session<S: MonitoringService>(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PriceIn {
     ticker: String,
     price: f64,
@@ -115,7 +118,12 @@ pub async fn publish_prices<S: MonitoringService>(
         let p: PriceIn = serde_json::from_value(item)
             .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, format!("price {i}: {e}")))?;
         let ticker = Ticker::parse(&p.ticker)?;
-        ticks.push(Tick::new(ticker, p.price, p.ts.unwrap_or(now))?);
+        let ts = p.ts.unwrap_or(now);
+        st.config
+            .ts_window
+            .check(ts, now)
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidTs, format!("price {i}: {e}")))?;
+        ticks.push(Tick::new(ticker, p.price, ts)?);
     }
     let accepted = ticks.len();
     st.service.publish(ticks).await?;
