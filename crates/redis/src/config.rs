@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::wire::{Bounds, ControlAuth};
+
 /// Channels per SUBSCRIBE/UNSUBSCRIBE command (and records per session pipeline), so
 /// re-subscribing 100,000 tickers after a restart is 100 commands rather than one huge one or
 /// 100,000 small ones.
@@ -30,6 +32,13 @@ pub struct RedisConfig {
     pub unsubscribe_linger: Duration,
     /// Timeout of each command; past it, publishes and session calls fail with "unavailable".
     pub command_timeout: Duration,
+    /// A symbol this node neither watches nor published for this long gives up its slot when
+    /// the node's symbol record is full (`tickstream_broker::DEFAULT_SYMBOL_IDLE`).
+    pub symbol_idle: Duration,
+    /// The bounds Redis input is held to (those of the REST API).
+    pub bounds: Bounds,
+    /// Signs and checks control messages (`--cluster-secret-file`).
+    pub control_auth: ControlAuth,
 }
 
 impl RedisConfig {
@@ -39,6 +48,9 @@ impl RedisConfig {
             max_symbols: 100_000,
             unsubscribe_linger: Duration::from_secs(1),
             command_timeout: Duration::from_secs(2),
+            symbol_idle: tickstream_broker::DEFAULT_SYMBOL_IDLE,
+            bounds: Bounds::DEFAULT,
+            control_auth: ControlAuth::none(),
         }
     }
 }
