@@ -32,11 +32,19 @@ pub struct EngineConfig {
     pub session_ttl: Duration,
     pub max_tickers_per_session: usize,
     pub max_sessions: usize,
+    /// Most distinct symbols watched on this node (`--max-symbols`): beyond it a new session or
+    /// ticker change is refused with `symbol_limit_reached`.
+    pub max_symbols: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { session_ttl: Duration::from_secs(60), max_tickers_per_session: 100, max_sessions: 200_000 }
+        Self {
+            session_ttl: Duration::from_secs(60),
+            max_tickers_per_session: 100,
+            max_sessions: 200_000,
+            max_symbols: 100_000,
+        }
     }
 }
 
@@ -190,6 +198,11 @@ impl Engine {
             && !(hz.is_finite() && (MIN_RATE_HZ..=MAX_RATE_HZ).contains(&hz))
         {
             return Err(ServiceError::InvalidRate { min: MIN_RATE_HZ, max: MAX_RATE_HZ });
+        }
+        // Checked before the session exists; concurrent creates may overshoot by the few
+        // symbols they add at once, never without bound.
+        if self.inner.fanout.would_exceed(&req.tickers, config.max_symbols) {
+            return Err(ServiceError::SymbolLimit { max: config.max_symbols });
         }
         let session =
             Session::new(SessionId::random(), req.tickers, req.max_rate_hz, now_ms(), &self.inner.metrics);

@@ -48,6 +48,8 @@ pub struct AppState<S> {
     /// Tracks WebSocket tasks: axum's graceful shutdown does not wait for upgraded connections.
     pub tracker: TaskTracker,
     pub permits: Arc<Semaphore>,
+    /// The cached `GET /api/v1/tickers` (see `listing`).
+    pub listing: Arc<listing::TickersCache>,
 }
 
 impl<S> Clone for AppState<S> {
@@ -59,6 +61,7 @@ impl<S> Clone for AppState<S> {
             shutdown: self.shutdown.clone(),
             tracker: self.tracker.clone(),
             permits: Arc::clone(&self.permits),
+            listing: Arc::clone(&self.listing),
         }
     }
 }
@@ -86,6 +89,7 @@ impl<S: MonitoringService> Gateway<S> {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let permits = Arc::new(Semaphore::new(config.max_connections));
+        let listing = Arc::new(listing::TickersCache::new(config.tickers_cache_ttl));
         Ok(Self {
             state: AppState {
                 service,
@@ -94,6 +98,7 @@ impl<S: MonitoringService> Gateway<S> {
                 shutdown,
                 tracker: TaskTracker::new(),
                 permits,
+                listing,
             },
         })
     }
@@ -112,10 +117,7 @@ impl<S: MonitoringService> Gateway<S> {
                 "/api/v1/prices",
                 post(rest::publish_prices::<S>).layer(DefaultBodyLimit::max(cfg.prices_body_limit)),
             )
-            .route("/api/v1/tickers", {
-                let cache = Arc::new(listing::TickersCache::new(cfg.tickers_cache_ttl));
-                get(move |st: axum::extract::State<AppState<S>>| async move { cache.get(st.0).await })
-            })
+            .route("/api/v1/tickers", get(listing::cached::<S>))
             .route("/ws", get(upgrade::ws_upgrade::<S>))
             .route("/healthz", get(rest::healthz::<S>))
             .route("/metrics", get(rest::metrics::<S>))

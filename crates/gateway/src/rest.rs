@@ -126,7 +126,9 @@ pub async fn publish_prices<S: MonitoringService>(
         ticks.push(Tick::new(ticker, p.price, ts)?);
     }
     let accepted = ticks.len();
+    let symbols: Vec<Ticker> = ticks.iter().map(Tick::ticker).collect();
     st.service.publish(ticks).await?;
+    st.listing.published(symbols).await;
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted }))).into_response())
 }
 
@@ -243,6 +245,7 @@ mod tests {
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 permits: Arc::new(Semaphore::new(1)),
+                listing: Arc::new(crate::listing::TickersCache::new(std::time::Duration::from_secs(1))),
             };
             async move {
                 let response = list_tickers(State(st)).await.unwrap();

@@ -76,6 +76,11 @@ pub struct EdgeOpts {
     #[arg(long, env = "TICKSTREAM_WRITE_TIMEOUT", value_parser = duration,
           default_value = duration_default!(GatewayConfig::DEFAULT.write_timeout))]
     pub write_timeout: Duration,
+    /// Refuse (400 invalid_ts) a published price whose ts is older than this; a ts more than
+    /// 5 s ahead of the server clock is always refused.
+    #[arg(long, env = "TICKSTREAM_MAX_TICK_AGE", value_parser = duration,
+          default_value = duration_default!(GatewayConfig::DEFAULT.ts_window.max_age))]
+    pub max_tick_age: Duration,
 }
 
 /// Options of the engine (`serve` and `engine`).
@@ -134,6 +139,10 @@ pub struct ServeArgs {
     /// `serve` nodes share prices and sessions. Without it everything stays in this process.
     #[arg(long, env = "TICKSTREAM_REDIS")]
     pub redis: Option<String>,
+    /// File holding the cluster secret: control messages on Redis are signed with it
+    /// (HMAC-SHA256) and unsigned or forged ones refused. Every node of a cluster needs the same.
+    #[arg(long, env = "TICKSTREAM_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub common: CommonOpts,
 }
@@ -150,6 +159,10 @@ pub struct EngineArgs {
     /// Redis shared by every node (broker and session store).
     #[arg(long, env = "TICKSTREAM_REDIS", default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
+    /// File holding the cluster secret: control messages on Redis are signed with it
+    /// (HMAC-SHA256) and unsigned or forged ones refused. Every node of a cluster needs the same.
+    #[arg(long, env = "TICKSTREAM_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
     /// Most concurrent gRPC streams per connection (each WebSocket is one stream).
     #[arg(long, env = "TICKSTREAM_GRPC_MAX_STREAMS", default_value_t = 25_000)]
     pub grpc_max_streams: u32,
@@ -186,6 +199,10 @@ pub struct FeedArgs {
     /// Redis to publish into.
     #[arg(long, env = "TICKSTREAM_REDIS", default_value = "redis://127.0.0.1:6379")]
     pub redis: String,
+    /// File holding the cluster secret: control messages on Redis are signed with it
+    /// (HMAC-SHA256) and unsigned or forged ones refused. Every node of a cluster needs the same.
+    #[arg(long, env = "TICKSTREAM_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub sim: SimOpts,
     /// Address of /metrics and /healthz (none if not given).

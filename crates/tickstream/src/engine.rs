@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::EngineArgs;
 use crate::node::{Handle, bind, invalid, spawn_metrics_server};
-use crate::serve::{engine_config, redis_node};
+use crate::serve::{RedisNode, engine_config, redis_node};
 
 /// A running engine.
 #[derive(Debug)]
@@ -35,8 +35,17 @@ pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
-    let (broker, store) =
-        redis_node(&args.redis, args.sessions.max_symbols, &metrics, &background, &shutdown)?;
+    let (broker, store) = redis_node(
+        &RedisNode {
+            url: &args.redis,
+            max_symbols: args.sessions.max_symbols,
+            max_tickers_per_session: args.sessions.max_tickers_per_session,
+            secret_file: args.cluster_secret_file.as_deref(),
+        },
+        &metrics,
+        &background,
+        &shutdown,
+    )?;
     let engine = Engine::new(engine_config(&args.sessions), broker, Arc::clone(&metrics));
     // Served through the cluster layer: sessions live in Redis too, so any engine can take one.
     let shared = SharedEngine::new(engine.clone(), store);

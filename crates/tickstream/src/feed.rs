@@ -11,7 +11,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::FeedArgs;
 use crate::node::{Handle, bind, invalid, spawn_metrics_server};
-use crate::serve::redis_node;
+use crate::serve::{RedisNode, redis_node};
+use tickstream_redis::Bounds;
 
 /// A running feed.
 #[derive(Debug)]
@@ -31,8 +32,17 @@ pub async fn start(args: &FeedArgs) -> io::Result<RunningFeed> {
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
-    let (broker, _store) =
-        redis_node(&args.redis, args.sim.tickers.max(1), &metrics, &background, &shutdown)?;
+    let (broker, _store) = redis_node(
+        &RedisNode {
+            url: &args.redis,
+            max_symbols: args.sim.tickers.max(1),
+            max_tickers_per_session: Bounds::DEFAULT.max_tickers,
+            secret_file: args.cluster_secret_file.as_deref(),
+        },
+        &metrics,
+        &background,
+        &shutdown,
+    )?;
     let feed = SimulatedFeed::new(&FeedConfig {
         tickers: args.sim.tickers,
         rate: args.sim.feed_rate,

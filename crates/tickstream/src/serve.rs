@@ -11,7 +11,7 @@ use tickstream_broker::{Broker, InMemoryBroker, SessionStore};
 use tickstream_engine::{Engine, EngineConfig, SharedEngine};
 use tickstream_feed::{FeedConfig, SimulatedFeed};
 use tickstream_gateway::{Gateway, GatewayConfig};
-use tickstream_redis::{RedisBroker, RedisConfig};
+use tickstream_redis::{Bounds, ControlAuth, RedisBroker, RedisConfig};
 use tickstream_telemetry::Metrics;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -54,21 +54,50 @@ pub(crate) fn engine_config(opts: &SessionOpts) -> EngineConfig {
         session_ttl: opts.session_ttl,
         max_tickers_per_session: opts.max_tickers_per_session,
         max_sessions: opts.max_sessions,
+        max_symbols: opts.max_symbols,
     }
 }
 
 /// A node's Redis broker, as the broker and as the session store (one value, two roles).
 pub(crate) fn redis_node(
-    url: &str,
-    max_symbols: usize,
+    node: &RedisNode<'_>,
     metrics: &Arc<Metrics>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> io::Result<(Arc<dyn Broker>, Arc<dyn SessionStore>)> {
-    let config = RedisConfig { max_symbols, ..RedisConfig::new(url) };
+    let control_auth = match node.secret_file {
+        // Read once at start: a missing or unreadable secret file is a startup error, never a
+        // silent fall-back to unsigned control messages.
+        Some(path) => {
+            let secret = std::fs::read(path)
+                .map_err(|e| invalid(format!("--cluster-secret-file {}: {e}", path.display())))?;
+            let auth = ControlAuth::with_secret(&secret);
+            if !auth.is_signed() {
+                return Err(invalid(format!("--cluster-secret-file {} is empty", path.display())));
+            }
+            auth
+        }
+        None => ControlAuth::none(),
+    };
+    let defaults = RedisConfig::new(node.url);
+    let config = RedisConfig {
+        max_symbols: node.max_symbols,
+        bounds: Bounds { max_tickers: node.max_tickers_per_session, ..defaults.bounds },
+        control_auth,
+        ..defaults
+    };
     let redis = RedisBroker::start(config, Arc::clone(metrics), tracker, shutdown.clone())
         .map_err(|e| invalid(e.to_string()))?;
     Ok((Arc::new(redis.clone()), Arc::new(redis)))
+}
+
+/// What a role that takes `--redis` needs to start its Redis node.
+pub(crate) struct RedisNode<'a> {
+    pub url: &'a str,
+    pub max_symbols: usize,
+    /// Session records read from Redis are held to this (`--max-tickers-per-session`).
+    pub max_tickers_per_session: usize,
+    pub secret_file: Option<&'a std::path::Path>,
 }
 
 /// Binds and starts a `serve` node.
@@ -84,8 +113,17 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
     let (broker, store): (Arc<dyn Broker>, Option<Arc<dyn SessionStore>>) = match &args.redis {
         None => (Arc::new(InMemoryBroker::new(args.sessions.max_symbols, Arc::clone(&metrics))), None),
         Some(url) => {
-            let (broker, store) =
-                redis_node(url, args.sessions.max_symbols, &metrics, &background, &shutdown)?;
+            let (broker, store) = redis_node(
+                &RedisNode {
+                    url,
+                    max_symbols: args.sessions.max_symbols,
+                    max_tickers_per_session: args.sessions.max_tickers_per_session,
+                    secret_file: args.cluster_secret_file.as_deref(),
+                },
+                &metrics,
+                &background,
+                &shutdown,
+            )?;
             (broker, Some(store))
         }
     };
