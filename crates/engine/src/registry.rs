@@ -37,14 +37,30 @@ pub struct EngineConfig {
     pub max_symbols: usize,
 }
 
+impl EngineConfig {
+    /// The documented defaults (README "Configuration"); the CLI's defaults follow them.
+    pub const DEFAULT: Self = Self {
+        session_ttl: Duration::from_secs(60),
+        max_tickers_per_session: 100,
+        max_sessions: 200_000,
+        max_symbols: tickstream_broker::DEFAULT_MAX_SYMBOLS,
+    };
+
+    /// # Errors
+    /// A zero TTL (every session would expire at once) or a zero limit, naming the setting.
+    pub fn validate(&self) -> Result<(), tickstream_api::ConfigError> {
+        tickstream_api::config::positive(&[("--session-ttl", self.session_ttl)])?;
+        tickstream_api::config::at_least_one(&[
+            ("--max-tickers-per-session", self.max_tickers_per_session),
+            ("--max-sessions", self.max_sessions),
+            ("--max-symbols", self.max_symbols),
+        ])
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self {
-            session_ttl: Duration::from_secs(60),
-            max_tickers_per_session: 100,
-            max_sessions: 200_000,
-            max_symbols: 100_000,
-        }
+        Self::DEFAULT
     }
 }
 
