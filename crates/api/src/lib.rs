@@ -28,6 +28,6 @@ pub use duration::{format_duration, parse_duration};
 pub use error_code::ErrorCode;
 pub use service::{CloseReason, MonitoringService, ServiceError, SessionEvent, StartRequest};
 pub use session::{SessionId, SessionInfo, SessionState};
-pub use tick::{SharedTick, Tick, TickError, now_ms};
+pub use tick::{SharedTick, Tick, TickError, TsError, TsWindow, now_ms};
 pub use ticker::{Ticker, TickerError, normalize_tickers};
 pub use universe::universe;

@@ -5,7 +5,7 @@
 //! "encode once, share everywhere" rule of `docs/design.md`).
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::Ticker;
 
@@ -64,6 +64,52 @@ impl Tick {
     }
 }
 
+/// The publish times a price may carry, relative to the receiver's clock. A `ts` outside it is
+/// refused (`invalid_ts`): `u64::MAX` reaches JavaScript as 1.8e19, and a far-future tick would
+/// win every later "newest price" comparison for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TsWindow {
+    /// How far ahead of the receiver's clock a `ts` may be (clock skew between producers).
+    pub max_future: Duration,
+    /// How far behind it a `ts` may be (replays of late data).
+    pub max_age: Duration,
+}
+
+/// `ts` is outside the [`TsWindow`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "ts {ts} is outside the accepted window (at most {max_future_ms} ms ahead of and {max_age_ms} ms behind {now} ms)"
+)]
+pub struct TsError {
+    pub ts: u64,
+    pub now: u64,
+    pub max_future_ms: u64,
+    pub max_age_ms: u64,
+}
+
+impl TsWindow {
+    /// 5 s into the future, 24 h into the past.
+    pub const DEFAULT: Self =
+        Self { max_future: Duration::from_secs(5), max_age: Duration::from_secs(86_400) };
+
+    /// Checks `ts` against the window around `now` (both ms since the epoch).
+    ///
+    /// # Errors
+    /// [`TsError`] when `ts` is too far ahead or behind.
+    pub fn check(&self, ts: u64, now: u64) -> Result<(), TsError> {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let (max_future_ms, max_age_ms) = (ms(self.max_future), ms(self.max_age));
+        let ok = ts <= now.saturating_add(max_future_ms) && ts >= now.saturating_sub(max_age_ms);
+        if ok { Ok(()) } else { Err(TsError { ts, now, max_future_ms, max_age_ms }) }
+    }
+}
+
+impl Default for TsWindow {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// Wall-clock milliseconds since the Unix epoch (0 if the clock is before 1970).
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -91,5 +137,19 @@ mod tests {
             assert!(Tick::new(t, p, 1).is_err(), "{p} accepted");
         }
         assert!(Tick::new(t, 1e-9, 1).is_ok());
+    }
+
+    #[test]
+    fn ts_window_bounds_both_sides() {
+        let w = TsWindow::DEFAULT;
+        let now = 1_764_230_400_000;
+        assert!(w.check(now, now).is_ok());
+        assert!(w.check(now + 5_000, now).is_ok());
+        assert!(w.check(now + 5_001, now).is_err());
+        assert!(w.check(now - 86_400_000, now).is_ok());
+        assert!(w.check(now - 86_400_001, now).is_err());
+        assert!(w.check(u64::MAX, now).is_err());
+        assert!(w.check(0, now).is_err());
+        assert!(w.check(0, 10).is_ok(), "no underflow near the epoch");
     }
 }

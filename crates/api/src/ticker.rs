@@ -1,4 +1,5 @@
-//! Ticker symbols: 1–12 characters of `A–Z 0–9 . -`, stored inline.
+//! Ticker symbols: 1–12 characters of `A–Z 0–9 . -`, at least one a letter or digit, stored
+//! inline.
 //!
 //! A ticker is the key of every hot map in the engine (per-ticker subscribers, per-session
 //! conflation), so it is a 13-byte `Copy` value: hashing and cloning it costs no allocation and no
@@ -22,6 +23,10 @@ pub enum TickerError {
     TooLong(String),
     #[error("ticker symbol {0:?} may only contain A-Z, 0-9, '.' and '-'")]
     BadCharacter(String),
+    /// Only punctuation (`---`, `.`): no listing is named that, and such symbols were used to
+    /// fill the symbol table with junk (issue 11).
+    #[error("ticker symbol {0:?} must contain a letter or a digit")]
+    NoAlphanumeric(String),
 }
 
 impl Ticker {
@@ -32,7 +37,7 @@ impl Ticker {
     ///
     /// # Errors
     /// [`TickerError`] when the symbol is empty, longer than [`Ticker::MAX_LEN`], or contains a
-    /// character outside `A–Z a–z 0–9 . -`.
+    /// character outside `A–Z a–z 0–9 . -`, or has no letter or digit.
     pub fn parse(s: &str) -> Result<Self, TickerError> {
         if s.is_empty() {
             return Err(TickerError::Empty);
@@ -47,6 +52,9 @@ impl Ticker {
                 b'a'..=b'z' => b.to_ascii_uppercase(),
                 _ => return Err(TickerError::BadCharacter(truncate_for_error(s))),
             };
+        }
+        if !bytes.iter().any(u8::is_ascii_alphanumeric) {
+            return Err(TickerError::NoAlphanumeric(truncate_for_error(s)));
         }
         // `s.len() <= 12` was checked above, so the cast cannot truncate.
         Ok(Self { len: s.len() as u8, bytes })
@@ -125,7 +133,7 @@ mod tests {
     fn rejects_bad_symbols() {
         assert_eq!(Ticker::parse(""), Err(TickerError::Empty));
         assert!(matches!(Ticker::parse("ABCDEFGHIJKLM"), Err(TickerError::TooLong(_))));
-        for bad in ["A B", "A/B", "Ä", "A_B", "A\n", "💥"] {
+        for bad in ["A B", "A/B", "Ä", "A_B", "A\n", "💥", "---", ".", "-.-"] {
             assert!(Ticker::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -163,7 +171,7 @@ mod properties {
         }
 
         #[test]
-        fn valid_symbols_parse(s in "[A-Za-z0-9.-]{1,12}") {
+        fn valid_symbols_parse(s in "[A-Za-z0-9.-]{0,6}[A-Za-z0-9][A-Za-z0-9.-]{0,5}") {
             prop_assert!(Ticker::parse(&s).is_ok());
         }
     }

@@ -23,7 +23,7 @@ use tickstream_api::{SharedTick, Tick, Ticker};
 mod memory;
 mod store;
 
-pub use memory::{DEFAULT_MAX_SYMBOLS, InMemoryBroker};
+pub use memory::{DEFAULT_MAX_SYMBOLS, DEFAULT_SYMBOL_IDLE, InMemoryBroker};
 pub use store::{ClusterListener, SessionRecord, SessionStore};
 
 /// Receives every tick for the tickers its node subscribes to.
@@ -32,6 +32,15 @@ pub use store::{ClusterListener, SessionRecord, SessionStore};
 /// I/O (the engine only enqueues into per-session conflation maps).
 pub trait TickSink: Send + Sync + 'static {
     fn deliver(&self, tick: &SharedTick);
+
+    /// Prices that changed while the node could not hear them (a broker reconnect): the engine
+    /// sends them to its streaming sessions as a snapshot, as after a failover. By default they
+    /// are delivered like live ticks.
+    fn resync(&self, ticks: &[SharedTick]) {
+        for t in ticks {
+            self.deliver(t);
+        }
+    }
 }
 
 /// Broker errors that a publisher must handle.

@@ -2,15 +2,21 @@
 //!
 //! Publishing runs fan-out on the publisher's task. That is the cheapest path there is (no
 //! queue, no hop), and it is safe because the sink never blocks.
+//!
+//! The cache holds at most `max_symbols` symbols and keeps, per ticker, the tick with the newest
+//! `ts` (older ones are dropped and counted as stale). When it is full, symbols nobody watches
+//! and nobody published for `symbol_idle` are evicted, so junk cannot hold the table for good.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
 use tickstream_api::{SharedTick, Tick, Ticker};
 use tickstream_telemetry::Metrics;
+use tokio::time::Instant;
 
 use crate::{Broker, BrokerError, TickSink};
 
@@ -21,12 +27,30 @@ pub struct InMemoryBroker {
     /// updates in cache order (two racing publishers must not deliver an older price last).
     order: Mutex<()>,
     subscribed: RwLock<HashSet<Ticker, RandomState>>,
-    last: RwLock<HashMap<Ticker, SharedTick, RandomState>>,
+    last: RwLock<HashMap<Ticker, Cached, RandomState>>,
     /// Bound on distinct symbols in the cache: ingest takes any valid symbol, so without it a
     /// client could grow the cache forever.
     max_symbols: usize,
+    /// Unwatched symbols not published for this long are evicted when the cache is full.
+    symbol_idle: Duration,
+    /// Earliest next eviction sweep: a full cache of live symbols must not cost a scan of
+    /// 100,000 entries on every refused publish.
+    next_sweep: Mutex<Option<Instant>>,
     metrics: Arc<Metrics>,
 }
+
+/// A cached price and when this broker accepted it (for idle eviction).
+struct Cached {
+    tick: SharedTick,
+    at: Instant,
+}
+
+/// How long an unwatched symbol nobody publishes keeps its cache slot once the cache is full:
+/// long enough that a quiet listing keeps its last price through a lunch break of its feed,
+/// short enough that junk symbols cannot hold the table for good (issue 11).
+pub const DEFAULT_SYMBOL_IDLE: Duration = Duration::from_secs(600);
+/// Most often a full cache is swept for idle symbols.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for InMemoryBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,29 +73,72 @@ impl InMemoryBroker {
             subscribed: RwLock::default(),
             last: RwLock::default(),
             max_symbols,
+            symbol_idle: DEFAULT_SYMBOL_IDLE,
+            next_sweep: Mutex::new(None),
             metrics,
         }
     }
 
+    /// Sets how long an unwatched, unpublished symbol keeps its slot in a full cache.
+    #[must_use]
+    pub fn with_symbol_idle(mut self, idle: Duration) -> Self {
+        self.symbol_idle = idle;
+        self
+    }
+
+    /// Symbols in the last-value cache.
+    pub fn cached_symbols(&self) -> usize {
+        self.last.read().len()
+    }
+
+    /// Drops unwatched symbols idle for `symbol_idle`, at most once per [`SWEEP_EVERY`].
+    fn sweep(&self, last: &mut HashMap<Ticker, Cached, RandomState>, now: Instant) {
+        let mut next = self.next_sweep.lock();
+        if next.is_some_and(|at| now < at) {
+            return;
+        }
+        *next = Some(now + SWEEP_EVERY);
+        let subscribed = self.subscribed.read();
+        last.retain(|t, c| subscribed.contains(t) || now.duration_since(c.at) < self.symbol_idle);
+    }
+
     fn publish_now(&self, ticks: Vec<Tick>) -> Result<(), BrokerError> {
-        let shared: Vec<SharedTick> = ticks.into_iter().map(Arc::new).collect();
+        let now = Instant::now();
         let _order = self.order.lock();
+        let mut accepted: Vec<SharedTick> = Vec::with_capacity(ticks.len());
         {
             let mut last = self.last.write();
-            // Check the whole batch first so a rejected publish changes nothing. The cheap bound
-            // skips counting new symbols in the common case.
-            if last.len() + shared.len() > self.max_symbols {
-                let fresh: HashSet<Ticker, RandomState> =
-                    shared.iter().map(|t| t.ticker()).filter(|t| !last.contains_key(t)).collect();
-                if last.len() + fresh.len() > self.max_symbols {
-                    return Err(BrokerError::SymbolLimit { max: self.max_symbols });
+            // Check the whole batch first so a rejected publish changes nothing (and takes no
+            // slot). The cheap bound skips counting new symbols in the common case.
+            if last.len() + ticks.len() > self.max_symbols {
+                let fresh = |last: &HashMap<Ticker, Cached, RandomState>| {
+                    ticks
+                        .iter()
+                        .map(Tick::ticker)
+                        .filter(|t| !last.contains_key(t))
+                        .collect::<HashSet<_>>()
+                        .len()
+                };
+                if last.len() + fresh(&last) > self.max_symbols {
+                    self.sweep(&mut last, now);
+                    if last.len() + fresh(&last) > self.max_symbols {
+                        return Err(BrokerError::SymbolLimit { max: self.max_symbols });
+                    }
                 }
             }
-            for t in &shared {
-                last.insert(t.ticker(), Arc::clone(t));
+            for t in ticks {
+                // An older tick never replaces a newer one: with several producers (or a
+                // replay) last-write-wins would show a stale price as the latest.
+                if last.get(&t.ticker()).is_some_and(|c| c.tick.ts_ms() > t.ts_ms()) {
+                    self.metrics.updates_stale.inc();
+                    continue;
+                }
+                let t = Arc::new(t);
+                last.insert(t.ticker(), Cached { tick: Arc::clone(&t), at: now });
+                accepted.push(t);
             }
         }
-        self.metrics.updates_published.inc_by(shared.len() as u64);
+        self.metrics.updates_published.inc_by(accepted.len() as u64);
         // The cache is written before delivery, so a subscriber that reads the cache after
         // subscribing can never see a value older than one it is later delivered.
         let Some(sink) = self.sink.get() else { return Ok(()) };
@@ -79,7 +146,7 @@ impl InMemoryBroker {
         // there, and calls `subscribe` while holding them (lock order: engine, then broker).
         let wanted: Vec<&SharedTick> = {
             let subscribed = self.subscribed.read();
-            shared.iter().filter(|t| subscribed.contains(&t.ticker())).collect()
+            accepted.iter().filter(|t| subscribed.contains(&t.ticker())).collect()
         };
         for t in wanted {
             sink.deliver(t);
@@ -112,7 +179,7 @@ impl Broker for InMemoryBroker {
 
     fn last_values(&self, tickers: &[Ticker]) -> BoxFuture<'_, Vec<SharedTick>> {
         let last = self.last.read();
-        let values = tickers.iter().filter_map(|t| last.get(t).cloned()).collect();
+        let values = tickers.iter().filter_map(|t| last.get(t).map(|c| Arc::clone(&c.tick))).collect();
         Box::pin(std::future::ready(values))
     }
 
@@ -197,5 +264,55 @@ mod tests {
         let first: Vec<String> = block(b.symbols(3)).iter().map(|t| t.to_string()).collect();
         assert_eq!(first, ["A", "AA", "AAPL"], "the bound keeps the smallest, not arbitrary ones");
         assert!(block(b.symbols(0)).is_empty());
+    }
+
+    fn tick_at(s: &str, p: f64, ts: u64) -> Tick {
+        Tick::new(Ticker::parse(s).unwrap(), p, ts).unwrap()
+    }
+
+    #[test]
+    fn an_older_tick_never_replaces_a_newer_one() {
+        let m = Metrics::new();
+        let b = InMemoryBroker::new(100, m.clone());
+        let sink = Arc::new(Collect::default());
+        b.attach(sink.clone());
+        let a = Ticker::parse("A").unwrap();
+        b.subscribe(a);
+        block(b.publish(vec![tick_at("A", 2.0, 200)])).unwrap();
+        block(b.publish(vec![tick_at("A", 1.0, 1)])).unwrap();
+        block(b.publish(vec![tick_at("A", 3.0, 300), tick_at("A", 2.5, 250)])).unwrap();
+        assert_eq!(block(b.last_values(&[a]))[0].price(), 3.0);
+        assert_eq!(*sink.0.lock(), ["A=2", "A=3"], "stale ticks are not delivered either");
+        assert_eq!(m.updates_stale.get(), 2);
+        assert_eq!(m.updates_published.get(), 2);
+        block(b.publish(vec![tick_at("A", 4.0, 300)])).unwrap();
+        assert_eq!(block(b.last_values(&[a]))[0].price(), 4.0, "an equal ts is a correction");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_unwatched_symbols_are_evicted_so_a_new_listing_fits() {
+        let b = InMemoryBroker::new(3, Metrics::new()).with_symbol_idle(Duration::from_secs(600));
+        let watched = Ticker::parse("KEEP").unwrap();
+        b.subscribe(watched);
+        b.publish(vec![tick("KEEP", 1.0), tick("J1", 1.0), tick("J2", 1.0)]).await.unwrap();
+        let err = b.publish(vec![tick("NEW", 1.0)]).await.unwrap_err();
+        assert_eq!(err, BrokerError::SymbolLimit { max: 3 });
+        assert_eq!(b.cached_symbols(), 3, "a refused publish takes no slot");
+        tokio::time::advance(Duration::from_secs(599)).await;
+        b.publish(vec![tick("J2", 2.0)]).await.unwrap();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        // J1 is idle and unwatched; J2 was published 2 s ago; KEEP is watched.
+        b.publish(vec![tick("NEW", 1.0)]).await.unwrap();
+        let names: Vec<String> = b.symbols(10).await.iter().map(|t| t.to_string()).collect();
+        assert_eq!(names, ["J2", "KEEP", "NEW"]);
+    }
+
+    #[test]
+    fn ten_thousand_junk_symbols_stay_within_the_bound() {
+        let b = InMemoryBroker::new(1000, Metrics::new());
+        for i in 0..10_000 {
+            let _ = block(b.publish(vec![tick(&format!("J{i}"), 1.0)]));
+        }
+        assert_eq!(b.cached_symbols(), 1000);
     }
 }

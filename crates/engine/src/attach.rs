@@ -84,6 +84,10 @@ impl Engine {
             if next.len() > max {
                 return Err(ServiceError::TooManyTickers { max });
             }
+            let max_symbols = self.inner.config.max_symbols;
+            if self.inner.fanout.would_exceed(&added, max_symbols) {
+                return Err(ServiceError::SymbolLimit { max: max_symbols });
+            }
             let removed: Vec<Ticker> =
                 membership.tickers.iter().copied().filter(|t| !next.contains(t)).collect();
             let broker = &*self.inner.broker;

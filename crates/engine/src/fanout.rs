@@ -62,6 +62,13 @@ impl Fanout {
     pub fn watched_tickers(&self) -> usize {
         self.tickers.len()
     }
+
+    /// True when watching `tickers` would take the node past `max` watched symbols (each one
+    /// is a fan-out entry, a broker subscription and, on Redis, a channel).
+    pub fn would_exceed(&self, tickers: &[Ticker], max: usize) -> bool {
+        let fresh = tickers.iter().filter(|t| !self.tickers.contains_key(t)).count();
+        self.tickers.len().saturating_add(fresh) > max
+    }
 }
 
 impl TickSink for Fanout {
@@ -69,6 +76,17 @@ impl TickSink for Fanout {
         if let Some(watchers) = self.tickers.get(&tick.ticker()) {
             for session in watchers.values() {
                 session.offer(tick, &self.metrics);
+            }
+        }
+    }
+
+    /// After a broker reconnect: each watcher gets the changed prices as a snapshot.
+    fn resync(&self, ticks: &[SharedTick]) {
+        for tick in ticks {
+            if let Some(watchers) = self.tickers.get(&tick.ticker()) {
+                for session in watchers.values() {
+                    session.offer_snapshot(tick);
+                }
             }
         }
     }

@@ -153,4 +153,6 @@ pub(crate) fn unavailable(e: BrokerError) -> ServiceError {
 }
 
 #[cfg(test)]
+mod symbol_tests;
+#[cfg(test)]
 mod tests;

@@ -32,12 +32,19 @@ pub struct EngineConfig {
     pub session_ttl: Duration,
     pub max_tickers_per_session: usize,
     pub max_sessions: usize,
+    /// Most distinct symbols watched on this node (`--max-symbols`): beyond it a new session or
+    /// ticker change is refused with `symbol_limit_reached`.
+    pub max_symbols: usize,
 }
 
 impl EngineConfig {
     /// The documented defaults (README "Configuration"); the CLI's defaults follow them.
-    pub const DEFAULT: Self =
-        Self { session_ttl: Duration::from_secs(60), max_tickers_per_session: 100, max_sessions: 200_000 };
+    pub const DEFAULT: Self = Self {
+        session_ttl: Duration::from_secs(60),
+        max_tickers_per_session: 100,
+        max_sessions: 200_000,
+        max_symbols: tickstream_broker::DEFAULT_MAX_SYMBOLS,
+    };
 
     /// # Errors
     /// A zero TTL (every session would expire at once) or a zero limit, naming the setting.
@@ -46,6 +53,7 @@ impl EngineConfig {
         tickstream_api::config::at_least_one(&[
             ("--max-tickers-per-session", self.max_tickers_per_session),
             ("--max-sessions", self.max_sessions),
+            ("--max-symbols", self.max_symbols),
         ])
     }
 }
@@ -207,6 +215,11 @@ impl Engine {
             && !(hz.is_finite() && (MIN_RATE_HZ..=MAX_RATE_HZ).contains(&hz))
         {
             return Err(ServiceError::InvalidRate { min: MIN_RATE_HZ, max: MAX_RATE_HZ });
+        }
+        // Checked before the session exists; concurrent creates may overshoot by the few
+        // symbols they add at once, never without bound.
+        if self.inner.fanout.would_exceed(&req.tickers, config.max_symbols) {
+            return Err(ServiceError::SymbolLimit { max: config.max_symbols });
         }
         let session = Session::new(
             SessionId::random(),

@@ -126,6 +126,17 @@ impl Session {
         }
     }
 
+    /// Queues `tick` in the snapshot the stream emits before its next prices (a resync after a
+    /// broker reconnect). Only a streaming session has a stream to send it on.
+    pub fn offer_snapshot(&self, tick: &SharedTick) {
+        let mut st = self.stream.lock();
+        if st.life != Life::Streaming {
+            return;
+        }
+        st.snapshot.get_or_insert_with(Default::default).insert(tick.ticker(), Arc::clone(tick));
+        st.wake();
+    }
+
     /// True when the session has had no stream for longer than `ttl`.
     pub fn expired(&self, now: Instant, ttl: Duration) -> bool {
         match self.stream.lock().life {

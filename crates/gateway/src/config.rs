@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use tickstream_api::ConfigError;
 use tickstream_api::config;
+use tickstream_api::{ConfigError, TsWindow};
 
 /// Gateway limits and timings. [`GatewayConfig::DEFAULT`] is the one place their defaults live:
 /// the CLI's flags, `--help` and the README (checked by a test) follow it.
@@ -41,6 +41,10 @@ pub struct GatewayConfig {
     pub max_prices_per_request: usize,
     /// Most tickers listed by `GET /api/v1/tickers` (the cache may hold 100,000).
     pub max_tickers_listed: usize,
+    /// How long a rendered `GET /api/v1/tickers` is served from cache.
+    pub tickers_cache_ttl: Duration,
+    /// The `ts` a published price may carry (`invalid_ts` outside it).
+    pub ts_window: TsWindow,
 }
 
 impl GatewayConfig {
@@ -61,6 +65,8 @@ impl GatewayConfig {
         prices_body_limit: 1024 * 1024,
         max_prices_per_request: 10_000,
         max_tickers_listed: 10_000,
+        tickers_cache_ttl: Duration::from_secs(1),
+        ts_window: TsWindow::DEFAULT,
     };
 
     /// Checks the invariants every gateway relies on.

@@ -4,7 +4,7 @@
 //!   policy and the [`auth::Caller`] handlers see;
 //! - `server`: the accept loop (connection cap, header timeout, graceful end);
 //! - [`edge_tls`]: the optional rustls handshake in front of it (`https://`, `wss://`);
-//! - [`rest`]: REST routes;
+//! - [`rest`]: REST routes; [`listing`]: the cache in front of `GET /api/v1/tickers`;
 //! - [`connection`]: one task per WebSocket (reader, single writer, heartbeats);
 //! - [`protocol`]: the WebSocket JSON messages, as pure functions;
 //! - [`upgrade`]: `GET /ws`: the opening handshake, the connection permit, the connection task;
@@ -34,6 +34,7 @@ mod config;
 pub mod connection;
 pub mod edge_tls;
 pub mod error;
+pub mod listing;
 pub mod ops;
 pub mod origin;
 pub mod protocol;
@@ -56,6 +57,8 @@ pub struct AppState<S> {
     pub permits: Arc<Semaphore>,
     /// Authentication and allowed origins (off by default).
     pub auth: Arc<auth::Auth>,
+    /// The cached `GET /api/v1/tickers` (see `listing`).
+    pub listing: Arc<listing::TickersCache>,
 }
 
 impl<S> Clone for AppState<S> {
@@ -68,6 +71,7 @@ impl<S> Clone for AppState<S> {
             tracker: self.tracker.clone(),
             permits: Arc::clone(&self.permits),
             auth: Arc::clone(&self.auth),
+            listing: Arc::clone(&self.listing),
         }
     }
 }
@@ -98,6 +102,7 @@ impl<S: MonitoringService> Gateway<S> {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let permits = Arc::new(Semaphore::new(config.max_connections));
+        let listing = Arc::new(listing::TickersCache::new(config.tickers_cache_ttl));
         Ok(Self {
             state: AppState {
                 service,
@@ -107,6 +112,7 @@ impl<S: MonitoringService> Gateway<S> {
                 tracker: TaskTracker::new(),
                 permits,
                 auth: Arc::new(auth::Auth::off()),
+                listing,
             },
             readiness: ops::Readiness::new(),
             tls: None,
@@ -160,7 +166,7 @@ impl<S: MonitoringService> Gateway<S> {
                 "/api/v1/prices",
                 post(rest::publish_prices::<S>).layer(DefaultBodyLimit::max(cfg.prices_body_limit)),
             )
-            .route("/api/v1/tickers", get(rest::list_tickers::<S>))
+            .route("/api/v1/tickers", get(listing::cached::<S>))
             .route("/ws", get(upgrade::ws_upgrade::<S>))
             .route("/healthz", get(rest::healthz::<S>))
             .route(

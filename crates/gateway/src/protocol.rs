@@ -240,7 +240,7 @@ mod properties {
         /// Every data message is valid JSON with the prices it was given.
         #[test]
         fn data_messages_are_valid_json(
-            ticks in prop::collection::vec(("[A-Z0-9.-]{1,12}", 1e-9f64..1e12, any::<u64>()), 0..20),
+            ticks in prop::collection::vec(("[A-Z0-9][A-Z0-9.-]{0,11}", 1e-9f64..1e12, any::<u64>()), 0..20),
             seq in any::<u64>(),
         ) {
             let ticks: Vec<_> = ticks

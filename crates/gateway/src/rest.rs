@@ -21,7 +21,9 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 
+// Unknown fields are refused: a typo (`max_rate`) must not silently mean "no rate cap".
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateSession {
     tickers: Vec<String>,
     #[serde(default)]
@@ -103,6 +105,7 @@ pub async fn delete_session<S: MonitoringService>(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PriceIn {
     ticker: String,
     price: f64,
@@ -141,10 +144,17 @@ pub async fn publish_prices<S: MonitoringService>(
         let p: PriceIn = serde_json::from_value(item)
             .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, format!("price {i}: {e}")))?;
         let ticker = Ticker::parse(&p.ticker)?;
-        ticks.push(Tick::new(ticker, p.price, p.ts.unwrap_or(now))?);
+        let ts = p.ts.unwrap_or(now);
+        st.config
+            .ts_window
+            .check(ts, now)
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidTs, format!("price {i}: {e}")))?;
+        ticks.push(Tick::new(ticker, p.price, ts)?);
     }
     let accepted = ticks.len();
+    let symbols: Vec<Ticker> = ticks.iter().map(Tick::ticker).collect();
     st.service.publish(ticks).await?;
+    st.listing.published(symbols).await;
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted }))).into_response())
 }
 
@@ -262,6 +272,7 @@ mod tests {
                 tracker: TaskTracker::new(),
                 permits: Arc::new(Semaphore::new(1)),
                 auth: Arc::default(),
+                listing: Arc::new(crate::listing::TickersCache::new(std::time::Duration::from_secs(1))),
             };
             async move {
                 let response = list_tickers(State(st)).await.unwrap();

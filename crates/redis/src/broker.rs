@@ -5,11 +5,9 @@
 //! (`store.rs`): the command connection, the subscription state of `reconcile.rs`, and the
 //! node's sink and listener.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use foldhash::fast::RandomState;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
 use rand::Rng;
@@ -23,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{BACKOFF_MAX, BATCH, MAX_SYMBOL_SCAN, RedisConfig, SUBSCRIBE_WAIT};
+use crate::prices::{self, Held};
 use crate::reconcile::{Plan, Subscriptions};
 use crate::{keys, subscriber, wire};
 
@@ -46,7 +45,8 @@ pub(crate) struct Shared {
     subscriber_connected: AtomicBool,
     /// Bumped whenever the confirmed set grows; snapshot reads wait on it.
     confirmed: watch::Sender<u64>,
-    published_symbols: Mutex<HashSet<Ticker, RandomState>>,
+    /// The latest prices this node published or was delivered, bounded (see `prices.rs`).
+    pub held: Mutex<Held>,
     pub config: RedisConfig,
     pub metrics: Arc<Metrics>,
 }
@@ -105,7 +105,7 @@ impl RedisBroker {
             changed: Notify::new(),
             subscriber_connected: AtomicBool::new(false),
             confirmed: watch::Sender::new(0),
-            published_symbols: Mutex::default(),
+            held: Mutex::default(),
             config,
             metrics,
         });
@@ -132,6 +132,11 @@ impl RedisBroker {
     /// (an atomic), for `/readyz`.
     pub fn is_connected(&self) -> bool {
         self.shared.subscriber_connected.load(Ordering::Relaxed)
+    }
+
+    /// Symbols this node holds a price for (bounded by `max_symbols`).
+    pub fn held_symbols(&self) -> usize {
+        self.shared.held_symbols()
     }
 
     /// Tickers whose subscription Redis has confirmed on the current connection.
@@ -183,6 +188,19 @@ impl Shared {
         self.subscriber_connected.store(true, Ordering::Relaxed);
     }
 
+    pub fn is_wanted(&self, ticker: &Ticker) -> bool {
+        self.subs.lock().is_wanted(ticker)
+    }
+
+    pub fn wanted(&self) -> Vec<Ticker> {
+        self.subs.lock().wanted()
+    }
+
+    /// Symbols in the node's price record (bounded by `max_symbols`).
+    pub fn held_symbols(&self) -> usize {
+        self.held.lock().len()
+    }
+
     /// The Pub/Sub connection is gone, and every subscription with it.
     pub fn connection_lost(&self) {
         self.subscriber_connected.store(false, Ordering::Relaxed);
@@ -201,30 +219,8 @@ impl Broker for RedisBroker {
             if ticks.is_empty() {
                 return Ok(());
             }
-            {
-                let max = self.shared.config.max_symbols;
-                let mut known = self.shared.published_symbols.lock();
-                let fresh: HashSet<Ticker, RandomState> =
-                    ticks.iter().map(Tick::ticker).filter(|t| !known.contains(t)).collect();
-                if known.len() + fresh.len() > max {
-                    return Err(BrokerError::SymbolLimit { max });
-                }
-                known.extend(fresh);
-            }
-            // The cache is written before the publish, in one pipeline on one connection: a
-            // node that reads the cache after subscribing never sees a value older than one it
-            // is later delivered.
-            let mut pipe = redis::pipe();
-            let symbols: Vec<Ticker> = ticks.iter().map(Tick::ticker).collect();
-            let cache: Vec<(&str, &str)> =
-                symbols.iter().zip(&ticks).map(|(s, t)| (s.as_str(), t.json())).collect();
-            pipe.hset_multiple(keys::LAST_VALUES, &cache).ignore();
-            for t in &ticks {
-                pipe.publish(keys::channel_for(t.ticker()), t.json()).ignore();
-            }
-            pipe.query_async::<()>(&mut self.conn()).await.map_err(unavailable)?;
-            self.shared.metrics.updates_published.inc_by(ticks.len() as u64);
-            Ok(())
+            // Through the compare-ts script: see `prices.rs`.
+            prices::publish(&self.shared, ticks).await
         })
     }
 
@@ -253,7 +249,9 @@ impl Broker for RedisBroker {
                 Ok(values) => tickers
                     .iter()
                     .zip(values)
-                    .filter_map(|(&t, v)| wire::decode_price(t, v.as_deref()?).map(Arc::new))
+                    .filter_map(|(&t, v)| {
+                        wire::decode_cached_price(t, v.as_deref()?, &self.shared.config.bounds).map(Arc::new)
+                    })
                     .collect(),
                 Err(e) => {
                     // The snapshot is partial; live prices fill it as soon as Redis is back.

@@ -4,6 +4,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::secret::{RedisTls, redact_url};
+use crate::wire::{Bounds, ControlAuth};
 
 /// Channels per SUBSCRIBE/UNSUBSCRIBE command (and records per session pipeline), so
 /// re-subscribing 100,000 tickers after a restart is 100 commands rather than one huge one or
@@ -36,6 +37,13 @@ pub struct RedisConfig {
     pub unsubscribe_linger: Duration,
     /// Timeout of each command; past it, publishes and session calls fail with "unavailable".
     pub command_timeout: Duration,
+    /// A symbol this node neither watches nor published for this long gives up its slot when
+    /// the node's symbol record is full (`tickstream_broker::DEFAULT_SYMBOL_IDLE`).
+    pub symbol_idle: Duration,
+    /// The bounds Redis input is held to (those of the REST API).
+    pub bounds: Bounds,
+    /// Signs and checks control messages (`--cluster-secret-file`).
+    pub control_auth: ControlAuth,
 }
 
 impl RedisConfig {
@@ -46,6 +54,9 @@ impl RedisConfig {
             max_symbols: tickstream_broker::DEFAULT_MAX_SYMBOLS,
             unsubscribe_linger: Duration::from_secs(1),
             command_timeout: Duration::from_secs(2),
+            symbol_idle: tickstream_broker::DEFAULT_SYMBOL_IDLE,
+            bounds: Bounds::DEFAULT,
+            control_auth: ControlAuth::none(),
         }
     }
 }

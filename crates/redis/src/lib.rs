@@ -20,9 +20,10 @@
 //! The contract for external producers (channel names, payloads) is in the README, in [`keys`]
 //! and in [`wire`].
 //!
-//! Modules, bottom up: [`keys`] (names) and [`wire`] (payloads) → `reconcile` (pure
-//! subscription plan) → `broker` (the [`Broker`] impl and shared state), `subscriber` (the
-//! Pub/Sub connection loop), `store` (the [`SessionStore`] impl).
+//! Modules, bottom up: [`keys`] (names) and [`wire`] (payloads, their bounds and signatures) →
+//! `reconcile` (pure subscription plan) → `prices` (the compare-`ts` publish script, the node's
+//! bounded price record, restore after a restart) → `broker` (the [`Broker`] impl and shared
+//! state), `subscriber` (the Pub/Sub connection loop), `store` (the [`SessionStore`] impl).
 //!
 //! [`Broker`]: tickstream_broker::Broker
 //! [`SessionStore`]: tickstream_broker::SessionStore
@@ -30,6 +31,7 @@
 mod broker;
 mod config;
 pub mod keys;
+mod prices;
 mod reconcile;
 mod secret;
 mod store;
@@ -40,3 +42,4 @@ pub use broker::RedisBroker;
 pub use config::RedisConfig;
 pub use keys::channel_for;
 pub use secret::{RedisTls, redact_url};
+pub use wire::{Bounds, ControlAuth};

@@ -145,6 +145,15 @@ impl Subscriptions {
         tickers.iter().all(|t| !self.wanted.contains(t) || self.active.contains(t))
     }
 
+    pub fn is_wanted(&self, ticker: &Ticker) -> bool {
+        self.wanted.contains(ticker)
+    }
+
+    /// Every wanted ticker (for the snapshot after a reconnect).
+    pub fn wanted(&self) -> Vec<Ticker> {
+        self.wanted.iter().copied().collect()
+    }
+
     pub fn wanted_len(&self) -> usize {
         self.wanted.len()
     }

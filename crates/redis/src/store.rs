@@ -28,7 +28,7 @@ impl RedisBroker {
         };
         redis::cmd("PUBLISH")
             .arg(keys::CONTROL_CHANNEL)
-            .arg(wire::encode_control(&msg))
+            .arg(wire::encode_control(&msg, &self.shared.config.control_auth))
             .query_async::<i64>(&mut self.conn())
             .await
             .map(drop)
@@ -83,7 +83,7 @@ impl SessionStore for RedisBroker {
                 .query_async(&mut self.conn())
                 .await
                 .map_err(unavailable)?;
-            Ok(raw.and_then(|raw| wire::decode_session(id, &raw)))
+            Ok(raw.and_then(|raw| wire::decode_session(id, &raw, &self.shared.config.bounds)))
         })
     }
 

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::Shared;
 use crate::config::{BACKOFF_MAX, BACKOFF_MIN, BATCH, PING_EVERY};
 use crate::keys::{self, channel_for};
+use crate::prices;
 use crate::wire::{self, Incoming};
 
 /// The node's Pub/Sub connection: connect, subscribe everything wanted, read and reconcile until
@@ -36,9 +37,10 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                         listener.reconnected();
                     }
                 }
+                let reconnected = connected_before;
                 connected_before = true;
                 shared.connected();
-                serve_connection(&shared, &mut sink, &mut stream, &shutdown).await
+                serve_connection(&shared, reconnected, &mut sink, &mut stream, &shutdown).await
             }
         };
         // Whatever Redis knew about this connection is gone with it.
@@ -90,11 +92,14 @@ async fn connect(
 
 async fn serve_connection(
     shared: &Shared,
+    reconnected: bool,
     sink: &mut PubSubSink,
     stream: &mut PubSubStream,
     shutdown: &CancellationToken,
 ) -> Outcome {
     let mut reconcile = true;
+    // Set until the first plan of a re-established connection is carried out.
+    let mut resync = reconnected;
     let mut next_linger: Option<Instant> = None;
     let mut last_heard = Instant::now();
     loop {
@@ -123,6 +128,19 @@ async fn serve_connection(
             if reconcile {
                 last_heard = Instant::now();
             }
+        }
+        if std::mem::take(&mut resync) {
+            // Every wanted ticker is subscribed again: restore the cache and snapshot what
+            // changed meanwhile. Bounded, so a slow Redis cannot stall the read loop for long.
+            let restore =
+                tokio::time::timeout(shared.config.command_timeout * 4, prices::after_reconnect(shared));
+            tokio::select! {
+                () = shutdown.cancelled() => return Outcome::Shutdown,
+                r = restore => if r.is_err() {
+                    tracing::warn!("redis: restoring prices after the reconnect timed out");
+                },
+            }
+            last_heard = Instant::now();
         }
         let linger = async {
             match next_linger {
@@ -162,11 +180,20 @@ async fn serve_connection(
 /// Dispatches one message: prices to the sink, other nodes' control messages to the listener.
 fn handle(shared: &Shared, msg: &redis::Msg) {
     let count = |kind: &str| shared.metrics.broker_messages.with_label_values(&[kind]).inc();
-    match wire::decode_message(msg.get_channel_name(), msg.get_payload_bytes()) {
+    let config = &shared.config;
+    match wire::decode_message(
+        msg.get_channel_name(),
+        msg.get_payload_bytes(),
+        &config.control_auth,
+        &config.bounds,
+    ) {
         Incoming::Price(tick) => {
             count("price");
+            let tick = Arc::new(tick);
+            // Recorded so a reconnect knows what the engine already has (see `prices.rs`).
+            shared.held.lock().delivered(&tick, config.max_symbols);
             if let Some(sink) = shared.sink.get() {
-                sink.deliver(&Arc::new(tick));
+                sink.deliver(&tick);
             }
         }
         Incoming::Control(ctl) => {

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub broker_subscriptions: IntGauge,
     /// `tickstream_updates_published_total`: ticks published through this node's broker.
     pub updates_published: IntCounter,
+    /// `tickstream_updates_stale_total`: ticks dropped because the ticker already holds a newer
+    /// one (an older `ts` never replaces a newer price).
+    pub updates_stale: IntCounter,
     /// `tickstream_updates_delivered_total`: ticker updates written to sockets.
     pub updates_delivered: IntCounter,
     /// `tickstream_updates_conflated_total`: pending updates replaced by a newer one before delivery.
@@ -100,6 +103,10 @@ impl Metrics {
                 "tickstream_updates_published_total",
                 "Ticks published through the broker by this node",
             ),
+            updates_stale: counter(
+                "tickstream_updates_stale_total",
+                "Ticks dropped because their ticker already holds a newer one",
+            ),
             updates_delivered: counter(
                 "tickstream_updates_delivered_total",
                 "Ticker updates written to WebSockets",
@@ -146,6 +153,7 @@ impl Metrics {
         reg(Box::new(m.tls_handshake_failures.clone()));
         reg(Box::new(m.broker_subscriptions.clone()));
         reg(Box::new(m.updates_published.clone()));
+        reg(Box::new(m.updates_stale.clone()));
         reg(Box::new(m.updates_delivered.clone()));
         reg(Box::new(m.updates_conflated.clone()));
         reg(Box::new(m.ws_messages_sent.clone()));
@@ -241,6 +249,7 @@ mod tests {
             "tickstream_ws_connections 0",
             "tickstream_broker_subscriptions",
             "tickstream_updates_published_total",
+            "tickstream_updates_stale_total",
             "tickstream_updates_delivered_total",
             "tickstream_updates_conflated_total",
             "tickstream_ws_messages_sent_total",

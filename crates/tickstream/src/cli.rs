@@ -91,6 +91,11 @@ pub struct EdgeOpts {
     /// Also serve /metrics and /healthz on this address, without a token (keep it private).
     #[arg(long, env = "TICKSTREAM_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Refuse (400 invalid_ts) a published price whose ts is older than this; a ts more than
+    /// 5 s ahead of the server clock is always refused.
+    #[arg(long, env = "TICKSTREAM_MAX_TICK_AGE", value_parser = duration,
+          default_value = duration_default!(GatewayConfig::DEFAULT.ts_window.max_age))]
+    pub max_tick_age: Duration,
 }
 
 /// Options of the engine (`serve` and `engine`).
@@ -155,6 +160,10 @@ pub struct ServeArgs {
     /// A password goes in the URL (redis://:PASS@host); rediss:// for TLS.
     #[arg(long, env = "TICKSTREAM_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
+    /// File holding the cluster secret: control messages on Redis are signed with it
+    /// (HMAC-SHA256) and unsigned or forged ones refused. Every node of a cluster needs the same.
+    #[arg(long, env = "TICKSTREAM_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub auth: crate::auth::AuthOpts,
     #[command(flatten)]
@@ -182,6 +191,10 @@ pub struct EngineArgs {
     pub redis_tls: RedisTlsOpts,
     #[command(flatten)]
     pub grpc_security: GrpcSecurityOpts,
+    /// File holding the cluster secret: control messages on Redis are signed with it
+    /// (HMAC-SHA256) and unsigned or forged ones refused. Every node of a cluster needs the same.
+    #[arg(long, env = "TICKSTREAM_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
     /// Most concurrent gRPC streams per connection (each WebSocket is one stream).
     #[arg(long, env = "TICKSTREAM_GRPC_MAX_STREAMS", default_value_t = GrpcServerConfig::DEFAULT.max_concurrent_streams)]
     pub grpc_max_streams: u32,
@@ -227,6 +240,10 @@ pub struct FeedArgs {
     /// Redis to publish into (redis://:PASS@host for a password, rediss:// for TLS).
     #[arg(long, env = "TICKSTREAM_REDIS", hide_env_values = true, default_value = DEFAULT_REDIS)]
     pub redis: String,
+    /// File holding the cluster secret: control messages on Redis are signed with it
+    /// (HMAC-SHA256) and unsigned or forged ones refused. Every node of a cluster needs the same.
+    #[arg(long, env = "TICKSTREAM_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub redis_tls: RedisTlsOpts,
     #[command(flatten)]

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::EngineArgs;
 use crate::node::{Handle, bind, invalid, spawn_metrics_server};
-use crate::serve::{RedisNode, engine_config, redis_node};
+use crate::serve::{RedisNode, RedisSettings, engine_config, redis_node};
 
 /// A running engine.
 #[derive(Debug)]
@@ -37,9 +37,13 @@ pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
     let RedisNode { broker, store, readiness: broker_ready } = redis_node(
-        &args.redis,
-        &args.redis_tls,
-        args.sessions.max_symbols,
+        &RedisSettings {
+            url: &args.redis,
+            tls: &args.redis_tls,
+            max_symbols: args.sessions.max_symbols,
+            max_tickers_per_session: args.sessions.max_tickers_per_session,
+            secret_file: args.cluster_secret_file.as_deref(),
+        },
         &metrics,
         &background,
         &shutdown,

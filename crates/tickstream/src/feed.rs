@@ -12,7 +12,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::FeedArgs;
 use crate::node::{Handle, bind, invalid, spawn_metrics_server};
-use crate::serve::{RedisNode, redis_node};
+use crate::serve::{RedisNode, RedisSettings, redis_node};
+use tickstream_redis::Bounds;
 
 /// A running feed.
 #[derive(Debug)]
@@ -32,8 +33,18 @@ pub async fn start(args: &FeedArgs) -> io::Result<RunningFeed> {
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
-    let RedisNode { broker, readiness: broker_ready, .. } =
-        redis_node(&args.redis, &args.redis_tls, args.sim.tickers.max(1), &metrics, &background, &shutdown)?;
+    let RedisNode { broker, readiness: broker_ready, .. } = redis_node(
+        &RedisSettings {
+            url: &args.redis,
+            tls: &args.redis_tls,
+            max_symbols: args.sim.tickers.max(1),
+            max_tickers_per_session: Bounds::DEFAULT.max_tickers,
+            secret_file: args.cluster_secret_file.as_deref(),
+        },
+        &metrics,
+        &background,
+        &shutdown,
+    )?;
     let feed = SimulatedFeed::new(&args.sim.feed_config());
     feed.spawn(broker, &metrics, &background, shutdown.clone());
     // The ops server outlives the drain (`/readyz` says `draining`) and stops with the role.

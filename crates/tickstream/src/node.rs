@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tickstream_api::TsWindow;
 use tickstream_gateway::GatewayConfig;
 use tickstream_gateway::ops::Readiness;
 use tickstream_telemetry::Metrics;
@@ -46,6 +47,7 @@ pub(crate) fn gateway_config(edge: &EdgeOpts, common: &CommonOpts) -> GatewayCon
         max_connections: edge.max_connections,
         max_http_connections: edge.max_http_connections,
         http_header_timeout: edge.http_header_timeout,
+        ts_window: TsWindow { max_age: edge.max_tick_age, ..TsWindow::DEFAULT },
         ..GatewayConfig::default()
     }
 }

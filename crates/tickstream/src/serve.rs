@@ -12,7 +12,7 @@ use tickstream_engine::{Engine, EngineConfig, SharedEngine};
 use tickstream_feed::SimulatedFeed;
 use tickstream_gateway::ops::{NotReady, Readiness};
 use tickstream_gateway::{EdgeTls, Gateway, GatewayConfig};
-use tickstream_redis::{RedisBroker, RedisConfig};
+use tickstream_redis::{Bounds, ControlAuth, RedisBroker, RedisConfig};
 use tickstream_telemetry::Metrics;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -56,6 +56,7 @@ pub(crate) fn engine_config(opts: &SessionOpts) -> EngineConfig {
         session_ttl: opts.session_ttl,
         max_tickers_per_session: opts.max_tickers_per_session,
         max_sessions: opts.max_sessions,
+        max_symbols: opts.max_symbols,
     }
 }
 
@@ -68,20 +69,49 @@ pub(crate) struct RedisNode {
 }
 
 pub(crate) fn redis_node(
-    url: &str,
-    tls: &RedisTlsOpts,
-    max_symbols: usize,
+    node: &RedisSettings<'_>,
     metrics: &Arc<Metrics>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) -> io::Result<RedisNode> {
-    let config = RedisConfig { max_symbols, tls: tls.load(url)?, ..RedisConfig::new(url) };
+    let control_auth = match node.secret_file {
+        // Read once at start: a missing or unreadable secret file is a startup error, never a
+        // silent fall-back to unsigned control messages.
+        Some(path) => {
+            let secret = std::fs::read(path)
+                .map_err(|e| invalid(format!("--cluster-secret-file {}: {e}", path.display())))?;
+            let auth = ControlAuth::with_secret(&secret);
+            if !auth.is_signed() {
+                return Err(invalid(format!("--cluster-secret-file {} is empty", path.display())));
+            }
+            auth
+        }
+        None => ControlAuth::none(),
+    };
+    let defaults = RedisConfig::new(node.url);
+    let config = RedisConfig {
+        max_symbols: node.max_symbols,
+        tls: node.tls.load(node.url)?,
+        bounds: Bounds { max_tickers: node.max_tickers_per_session, ..defaults.bounds },
+        control_auth,
+        ..defaults
+    };
     let redis = RedisBroker::start(config, Arc::clone(metrics), tracker, shutdown.clone())
         .map_err(|e| invalid(e.to_string()))?;
     let probe = redis.clone();
     let readiness =
         Readiness::new().check(move || (!probe.is_connected()).then_some(NotReady::BrokerDisconnected));
     Ok(RedisNode { broker: Arc::new(redis.clone()), store: Arc::new(redis), readiness })
+}
+
+/// What a role that takes `--redis` needs to start its Redis node.
+pub(crate) struct RedisSettings<'a> {
+    pub url: &'a str,
+    pub tls: &'a RedisTlsOpts,
+    pub max_symbols: usize,
+    /// Session records read from Redis are held to this (`--max-tickers-per-session`).
+    pub max_tickers_per_session: usize,
+    pub secret_file: Option<&'a std::path::Path>,
 }
 
 /// Binds and starts a `serve` node.
@@ -104,9 +134,13 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
         }
         Some(url) => {
             let redis = redis_node(
-                url,
-                &args.redis_tls,
-                args.sessions.max_symbols,
+                &RedisSettings {
+                    url,
+                    tls: &args.redis_tls,
+                    max_symbols: args.sessions.max_symbols,
+                    max_tickers_per_session: args.sessions.max_tickers_per_session,
+                    secret_file: args.cluster_secret_file.as_deref(),
+                },
                 &metrics,
                 &background,
                 &shutdown,

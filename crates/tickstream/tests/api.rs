@@ -12,7 +12,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 #[tokio::test]
 async fn both_flows_snapshot_then_live_prices() {
-    let s = server(&[]).await;
+    // The fixed `ts` below is from 2025: accept it.
+    let s = server(&["--max-tick-age", "3650days"]).await;
     s.publish(&[("AAPL", 189.25)]).await;
     let (status, created) = s.post("/api/v1/sessions", json!({"tickers": ["aapl", "MSFT", "AAPL"]})).await;
     assert_eq!(status, StatusCode::CREATED);
