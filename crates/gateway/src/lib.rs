@@ -6,6 +6,8 @@
 //! - [`protocol`]: the WebSocket JSON messages, as pure functions;
 //! - [`upgrade`]: `GET /ws`: the opening handshake, the connection permit, the connection task;
 //! - `config`: [`GatewayConfig`], its defaults and invariants;
+//! - [`limits`]: per-client limits (sessions, WebSockets, creation and publish rates, HTTP
+//!   connections per IP) and who a client is;
 //! - [`close`]: typed close codes; [`error`]: the HTTP error shape and each code's status;
 //! - [`ops`]: `/metrics` and `/healthz`, shared with the roles that have no edge;
 //! - [`web`]: the price board page at `GET /`, the reference browser client.
@@ -29,6 +31,7 @@ pub mod close;
 mod config;
 pub mod connection;
 pub mod error;
+pub mod limits;
 pub mod ops;
 pub mod protocol;
 pub mod rest;
@@ -47,6 +50,7 @@ pub struct AppState<S> {
     /// Tracks WebSocket tasks: axum's graceful shutdown does not wait for upgraded connections.
     pub tracker: TaskTracker,
     pub permits: Arc<Semaphore>,
+    pub limits: Arc<limits::Limits>,
 }
 
 impl<S> Clone for AppState<S> {
@@ -58,6 +62,7 @@ impl<S> Clone for AppState<S> {
             shutdown: self.shutdown.clone(),
             tracker: self.tracker.clone(),
             permits: Arc::clone(&self.permits),
+            limits: Arc::clone(&self.limits),
         }
     }
 }
@@ -85,6 +90,7 @@ impl<S: MonitoringService> Gateway<S> {
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let permits = Arc::new(Semaphore::new(config.max_connections));
+        let limits = Arc::new(limits::Limits::new(&config));
         Ok(Self {
             state: AppState {
                 service,
@@ -93,6 +99,7 @@ impl<S: MonitoringService> Gateway<S> {
                 shutdown,
                 tracker: TaskTracker::new(),
                 permits,
+                limits,
             },
         })
     }
@@ -132,6 +139,7 @@ impl<S: MonitoringService> Gateway<S> {
             router: self.router(),
             metrics: state.metrics.clone(),
             shutdown: state.shutdown.clone(),
+            limits: state.limits.clone(),
             max_connections: cfg.max_http_connections,
             header_timeout: cfg.http_header_timeout,
             // Longer than the WebSocket loop's own write deadline, which must fire first (4008).

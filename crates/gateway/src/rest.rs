@@ -13,12 +13,13 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tickstream_api::{
-    ErrorCode, MonitoringService, SessionId, SessionInfo, StartRequest, Tick, Ticker, normalize_tickers,
-    now_ms,
+    ErrorCode, MonitoringService, ServiceError, SessionId, SessionInfo, StartRequest, Tick, Ticker,
+    normalize_tickers, now_ms,
 };
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::limits::Client;
 
 #[derive(Debug, Deserialize)]
 pub struct CreateSession {
@@ -29,13 +30,20 @@ pub struct CreateSession {
 
 pub async fn create_session<S: MonitoringService>(
     State(st): State<AppState<S>>,
+    Client(client): Client,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let req: CreateSession = json_body(&headers, body, st.config.session_body_limit)?;
     let tickers = normalize_tickers(&req.tickers)?;
+    // After validation (a malformed request costs no token), before anything is created.
+    let slot = match st.limits.reserve_session(&*st.service, &client).await {
+        Ok(slot) => slot,
+        Err(limited) => return Ok(limited.into_response()),
+    };
     let info = st.service.start_monitoring(StartRequest { tickers, max_rate_hz: req.max_rate_hz }).await?;
+    slot.commit(info.id);
     st.metrics.session_create.observe(started.elapsed().as_secs_f64());
     let body = json!({
         "session_id": info.id.to_string(),
@@ -51,8 +59,15 @@ pub async fn get_session<S: MonitoringService>(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(ApiError::session_not_found)?;
-    let info = st.service.session(id).await?;
+    let info = st.service.session(id).await.inspect_err(|e| gone(&st, id, e))?;
     Ok(Json(session_json(&info)))
+}
+
+/// A session the engine does not know gives its creator's slot back (`limits::sessions`).
+fn gone<S>(st: &AppState<S>, id: SessionId, e: &ServiceError) {
+    if matches!(e, ServiceError::SessionNotFound) {
+        st.limits.session_gone(id);
+    }
 }
 
 fn session_json(info: &SessionInfo) -> Value {
@@ -72,7 +87,8 @@ pub async fn delete_session<S: MonitoringService>(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(ApiError::session_not_found)?;
-    st.service.end_session(id).await?;
+    st.service.end_session(id).await.inspect_err(|e| gone(&st, id, e))?;
+    st.limits.session_gone(id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -88,9 +104,14 @@ struct PriceIn {
 /// published, so a request is applied whole or not at all.
 pub async fn publish_prices<S: MonitoringService>(
     State(st): State<AppState<S>>,
+    Client(client): Client,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // Before the body is parsed: a flood of large bodies is refused at the cost of a lookup.
+    if let Err(limited) = st.limits.publish(&client) {
+        return Ok(limited.into_response());
+    }
     let value: Value = json_body(&headers, body, st.config.prices_body_limit)?;
     let items = match value {
         Value::Array(items) => items,
@@ -235,6 +256,7 @@ mod tests {
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),
                 permits: Arc::new(Semaphore::new(1)),
+                limits: Arc::new(crate::limits::Limits::new(&GatewayConfig::default())),
             };
             async move {
                 let response = list_tickers(State(st)).await.unwrap();

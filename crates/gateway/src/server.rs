@@ -7,7 +7,10 @@
 //!   backlog instead of consuming descriptors;
 //! - request headers (and an idle keep-alive connection's next request) must arrive within the
 //!   header timeout; the body and the handler get the same budget (`Gateway::router`);
-//! - a write that makes no progress for the write timeout fails the connection ([`StallGuard`]).
+//! - a write that makes no progress for the write timeout fails the connection ([`StallGuard`]);
+//! - an IP holding `--max-http-connections-per-ip` has its next connection closed at once
+//!   (no response: a client hoarding connections is not reading answers), and every request
+//!   carries its peer address (`ConnectInfo`) for the per-client limits (`limits`).
 
 use std::future::Future;
 use std::io;
@@ -28,12 +31,15 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::limits::{Limits, WithPeer};
+
 /// What the accept loop needs.
 #[derive(Debug)]
 pub(crate) struct Accept {
     pub router: Router,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
+    pub limits: Arc<Limits>,
     pub max_connections: usize,
     /// Time allowed for a request's headers, and for an idle keep-alive connection's next request.
     pub header_timeout: Duration,
@@ -58,10 +64,10 @@ impl Accept {
                     Err(_) => break,
                 },
             };
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 () = self.shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         tokio::select! {
                             () = self.shutdown.cancelled() => break,
@@ -70,17 +76,22 @@ impl Accept {
                     }
                 },
             };
+            let Some(per_ip) = self.limits.http_connection(peer.ip()) else {
+                // Dropping the stream closes it; the permit goes back with it.
+                continue;
+            };
             // Prices are small and latency-bound: never wait for Nagle.
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "TCP_NODELAY failed");
             }
-            let service = TowerToHyperService::new(self.router.clone());
+            let service = TowerToHyperService::new(WithPeer::new(self.router.clone(), peer));
             let shutdown = self.shutdown.clone();
             let (header_timeout, drain) = (self.header_timeout, self.drain);
             let io = TokioIo::new(StallGuard::new(stream, self.write_stall));
             let open = GaugeGuard::new(&self.metrics.http_connections);
             connections.spawn(async move {
                 let _permit = permit;
+                let _per_ip = per_ip;
                 let _open = open;
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())

@@ -21,8 +21,10 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::AppState;
+use crate::close::{CloseCode, Ending};
 use crate::connection::Connection;
 use crate::error::ApiError;
+use crate::limits::Client;
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -33,6 +35,7 @@ pub struct WsQuery {
 /// HTTP status and a JSON error instead of a socket that closes at once.
 pub async fn ws_upgrade<S: MonitoringService>(
     State(st): State<AppState<S>>,
+    Client(client): Client,
     query: Result<Query<WsQuery>, QueryRejection>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
@@ -52,9 +55,18 @@ pub async fn ws_upgrade<S: MonitoringService>(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::new(ErrorCode::TooManyConnections, "connection limit reached"))?;
+    // This client's share, held (like the permit) until the connection task ends.
+    let per_client = match st.limits.websocket(&client) {
+        Ok(slot) => slot,
+        Err(limited) => return Ok(limited.into_response()),
+    };
     let session = SessionId::parse(&raw).ok_or_else(ApiError::session_not_found)?;
     // Attaching here replaces (4409) any older socket of the session before this one upgrades.
-    let mut updates = st.service.stream_price_updates(session).await?;
+    let mut updates = st.service.stream_price_updates(session).await.inspect_err(|e| {
+        if matches!(e, tickstream_api::ServiceError::SessionNotFound) {
+            st.limits.session_gone(session);
+        }
+    })?;
     let cfg = &st.config;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_size)
@@ -73,9 +85,11 @@ pub async fn ws_upgrade<S: MonitoringService>(
     let response = handshake.response();
     let on_upgrade = handshake.on_upgrade;
     let metrics = st.metrics.clone();
+    let limits = st.limits.clone();
     st.tracker.spawn(async move {
         let _task = metrics.task("ws_connection");
         let _permit = permit;
+        let _per_client = per_client;
         // Resolves once hyper has sent the 101 and handed over the connection; fails if the
         // client went away first (then `updates` drops here and the session detaches).
         let upgraded = match on_upgrade.await {
@@ -86,6 +100,9 @@ pub async fn ws_upgrade<S: MonitoringService>(
         let mut socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
         let ending = connection.run(&mut socket, &mut updates).await;
+        if ending == Ending::Server(CloseCode::SessionEnded) {
+            limits.session_gone(session);
+        }
         tracing::debug!(%session, ?ending, "websocket closed");
     });
     Ok(response)
