@@ -23,7 +23,7 @@ use tickstream_api::{SharedTick, Tick, Ticker};
 mod memory;
 mod store;
 
-pub use memory::InMemoryBroker;
+pub use memory::{DEFAULT_MAX_SYMBOLS, InMemoryBroker};
 pub use store::{ClusterListener, SessionRecord, SessionStore};
 
 /// Receives every tick for the tickers its node subscribes to.

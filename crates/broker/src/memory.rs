@@ -38,6 +38,9 @@ impl std::fmt::Debug for InMemoryBroker {
     }
 }
 
+/// The documented default of `--max-symbols`, for every broker.
+pub const DEFAULT_MAX_SYMBOLS: usize = 100_000;
+
 impl InMemoryBroker {
     pub fn new(max_symbols: usize, metrics: Arc<Metrics>) -> Self {
         Self {

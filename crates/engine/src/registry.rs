@@ -34,9 +34,25 @@ pub struct EngineConfig {
     pub max_sessions: usize,
 }
 
+impl EngineConfig {
+    /// The documented defaults (README "Configuration"); the CLI's defaults follow them.
+    pub const DEFAULT: Self =
+        Self { session_ttl: Duration::from_secs(60), max_tickers_per_session: 100, max_sessions: 200_000 };
+
+    /// # Errors
+    /// A zero TTL (every session would expire at once) or a zero limit, naming the setting.
+    pub fn validate(&self) -> Result<(), tickstream_api::ConfigError> {
+        tickstream_api::config::positive(&[("--session-ttl", self.session_ttl)])?;
+        tickstream_api::config::at_least_one(&[
+            ("--max-tickers-per-session", self.max_tickers_per_session),
+            ("--max-sessions", self.max_sessions),
+        ])
+    }
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { session_ttl: Duration::from_secs(60), max_tickers_per_session: 100, max_sessions: 200_000 }
+        Self::DEFAULT
     }
 }
 

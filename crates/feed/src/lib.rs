@@ -27,6 +27,20 @@ pub struct FeedConfig {
     pub seed: u64,
 }
 
+impl FeedConfig {
+    /// The documented defaults (500 tickers, 2,000 updates/s); the CLI's defaults follow them.
+    pub const DEFAULT: Self = Self { tickers: 500, rate: 2000, seed: 0 };
+
+    /// # Errors
+    /// No tickers or a zero rate (a feed that never publishes), naming the setting.
+    pub fn validate(&self) -> Result<(), tickstream_api::ConfigError> {
+        tickstream_api::config::at_least_one(&[
+            ("--tickers", self.tickers),
+            ("--feed-rate", self.rate as usize),
+        ])
+    }
+}
+
 /// A random-walk price generator bound to a broker.
 #[derive(Debug)]
 pub struct SimulatedFeed {

@@ -102,6 +102,13 @@ pub struct LoadArgs {
     /// No live progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// A bearer token every user (and the publisher) sends, for a server with `--auth jwt`.
+    #[arg(long, env = "TICKSTREAM_LOAD_TOKEN", hide_env_values = true, conflicts_with = "jwt_secret_file")]
+    pub token: Option<String>,
+    /// The server's HS256 secret: mint one token per user (subject `load-<worker>-<user>`,
+    /// scopes `stream publish`), so each user is its own client for per-client limits.
+    #[arg(long)]
+    pub jwt_secret_file: Option<PathBuf>,
     /// Internal: run as worker INDEX/COUNT and print results JSON on stdout.
     #[arg(long, hide = true, value_parser = parse_worker)]
     pub worker: Option<(u32, u32)>,

@@ -12,6 +12,7 @@
 //! `live`/`vu`/`publisher`/`run` are the runtime; `worker` and [`main`] sit on top.
 
 pub mod args;
+pub mod credentials;
 pub mod hist;
 pub mod live;
 pub mod net;

@@ -28,6 +28,8 @@ pub struct Publisher {
     pub peer: Peer,
     pub tickers: Vec<String>,
     pub rate: u32,
+    /// `Authorization: Bearer` for a server with `--auth jwt` (scope `publish`).
+    pub token: Option<String>,
 }
 
 impl Publisher {
@@ -61,7 +63,10 @@ impl Publisher {
                     Peer::Tickstream => format!("{}/api/v1/prices", self.base),
                     Peer::Nchan => format!("{}/pub/{ticker}", self.base),
                 };
-                let request = self.http.post(url).header("content-type", "application/json").body(body);
+                let mut request = self.http.post(url).header("content-type", "application/json").body(body);
+                if let Some(token) = &self.token {
+                    request = request.bearer_auth(token);
+                }
                 let ctx = Arc::clone(&ctx);
                 tracker.spawn(async move {
                     let ok = matches!(request.send().await, Ok(r) if r.status().is_success());

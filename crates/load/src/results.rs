@@ -1,6 +1,9 @@
 //! The outcome of a run: counts, histograms and a per-second timeline. This is what `--out`
 //! writes, what a worker process prints for its parent, and what the summary and the HTML
 //! report are drawn from. Worker results merge by adding counts and histograms.
+//!
+//! One file (a little over 400 lines) on purpose: the types, their merge and their JSON form are
+//! one contract with the worker protocol, and reading them apart invites a field merged wrongly.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::LoadError;
 use crate::args::{LoadArgs, Peer};
+use crate::credentials::Credentials;
 use crate::hist::Hist;
 use crate::live::{Live, Snapshot};
 use crate::net::{self, Sources};
@@ -65,6 +66,7 @@ pub async fn run(args: &LoadArgs) -> Result<Results, LoadError> {
         base: base.clone(),
         peer: args.peer,
         universe: universe.clone(),
+        credentials: Credentials::new(args.token.as_deref(), args.jwt_secret_file.as_deref(), index)?,
         tickers_per_vu: args.tickers_per_vu,
         abrupt: args.abrupt,
         sources: Sources::new(addr, args.source_ips, index),
@@ -79,7 +81,14 @@ pub async fn run(args: &LoadArgs) -> Result<Results, LoadError> {
     let rate = args.publish_rate / count + u32::from(index < args.publish_rate % count);
     if rate > 0 {
         let n = args.publish_tickers.unwrap_or(args.universe).min(universe.len());
-        let publisher = Publisher { http, base, peer: args.peer, tickers: universe[..n].to_vec(), rate };
+        let publisher = Publisher {
+            http,
+            base,
+            peer: args.peer,
+            tickers: universe[..n].to_vec(),
+            rate,
+            token: ctx.credentials.for_publisher(),
+        };
         background.spawn(publisher.run(Arc::clone(&ctx), stop_publisher.clone()));
     }
 

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tickstream_api::Backoff;
 
 use crate::args::Peer;
+use crate::credentials::Credentials;
 use crate::live::Live;
 use crate::net::{self, Sources};
 
@@ -42,6 +43,7 @@ pub struct Ctx {
     pub base: String,
     pub peer: Peer,
     pub universe: Vec<String>,
+    pub credentials: Credentials,
     pub tickers_per_vu: usize,
     pub abrupt: bool,
     pub sources: Sources,
@@ -75,10 +77,12 @@ enum Outcome {
 pub async fn user(ctx: Arc<Ctx>, id: u64, stop: CancellationToken) {
     let _user = ctx.live.hold_user();
     let mut backoff = failure_backoff();
+    // Minted once per user: its identity stays the same across its flows, as a real user's does.
+    let token = ctx.credentials.for_user(id);
     while !stop.is_cancelled() {
         // A flow is counted once it has an outcome: one cut short by the end of the run (or a
         // falling stage) before it was established is neither a success nor a failure.
-        let outcome = flow(&ctx, id, &stop).await;
+        let outcome = flow(&ctx, id, token.as_deref(), &stop).await;
         if !matches!(outcome, Outcome::Cancelled) {
             ctx.live.flows.fetch_add(1, Relaxed);
         }
@@ -102,7 +106,7 @@ struct Created<'a> {
     session_id: &'a str,
 }
 
-async fn create_session(ctx: &Ctx, id: u64, tickers: &[&str]) -> Result<String, String> {
+async fn create_session(ctx: &Ctx, id: u64, token: Option<&str>, tickers: &[&str]) -> Result<String, String> {
     let _permit = ctx.session_permits.acquire().await.map_err(|_| "session_permits_closed".to_owned())?;
     let body = serde_json::json!({ "tickers": tickers }).to_string();
     let started = Instant::now();
@@ -110,14 +114,12 @@ async fn create_session(ctx: &Ctx, id: u64, tickers: &[&str]) -> Result<String, 
         ctx.live.sessions_failed.fetch_add(1, Relaxed);
         kind
     };
-    let response = ctx
-        .http
-        .post(format!("{}/api/v1/sessions", ctx.base))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| fail(reqwest_kind("session", &e)))?;
+    let mut request =
+        ctx.http.post(format!("{}/api/v1/sessions", ctx.base)).header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.body(body).send().await.map_err(|e| fail(reqwest_kind("session", &e)))?;
     let status = response.status();
     let bytes = response.bytes().await.map_err(|e| fail(reqwest_kind("session", &e)))?;
     if status.as_u16() != 201 {
@@ -154,7 +156,7 @@ fn ws_kind(e: &WsError) -> String {
     }
 }
 
-async fn flow(ctx: &Ctx, id: u64, stop: &CancellationToken) -> Outcome {
+async fn flow(ctx: &Ctx, id: u64, token: Option<&str>, stop: &CancellationToken) -> Outcome {
     let tickers: Vec<&str> =
         rand::seq::index::sample(&mut rand::rng(), ctx.universe.len(), ctx.tickers_per_vu)
             .into_iter()
@@ -165,11 +167,15 @@ async fn flow(ctx: &Ctx, id: u64, stop: &CancellationToken) -> Outcome {
             // The HTTP client's own timeout (`--request-timeout`) bounds the request; waiting for
             // a permit is neither timed nor measured.
             let created = tokio::select! {
-                r = create_session(ctx, id, &tickers) => r,
+                r = create_session(ctx, id, token, &tickers) => r,
                 () = stop.cancelled() => return Outcome::Cancelled,
             };
             match created {
-                Ok(session) => format!("/ws?session_id={session}"),
+                // Browsers cannot set headers on a WebSocket: the token goes in the query.
+                Ok(session) => match token {
+                    Some(token) => format!("/ws?session_id={session}&token={token}"),
+                    None => format!("/ws?session_id={session}"),
+                },
                 Err(kind) => return Outcome::Failed(kind),
             }
         }

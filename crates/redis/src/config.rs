@@ -36,7 +36,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            max_symbols: 100_000,
+            max_symbols: tickstream_broker::DEFAULT_MAX_SYMBOLS,
             unsubscribe_linger: Duration::from_secs(1),
             command_timeout: Duration::from_secs(2),
         }

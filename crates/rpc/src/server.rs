@@ -35,14 +35,19 @@ pub struct GrpcServerConfig {
     pub max_request_bytes: usize,
 }
 
+impl GrpcServerConfig {
+    /// The documented defaults; the CLI's `--grpc-max-streams` follows them.
+    pub const DEFAULT: Self = Self {
+        max_concurrent_streams: 25_000,
+        keepalive_interval: Duration::from_secs(20),
+        keepalive_timeout: Duration::from_secs(10),
+        max_request_bytes: 4 * 1024 * 1024,
+    };
+}
+
 impl Default for GrpcServerConfig {
     fn default() -> Self {
-        Self {
-            max_concurrent_streams: 25_000,
-            keepalive_interval: Duration::from_secs(20),
-            keepalive_timeout: Duration::from_secs(10),
-            max_request_bytes: 4 * 1024 * 1024,
-        }
+        Self::DEFAULT
     }
 }
 

@@ -31,7 +31,13 @@ pub enum Command {
 pub use tickstream_telemetry::logging::LogFormat;
 
 use tickstream_api::parse_duration as duration;
+use tickstream_engine::EngineConfig;
+use tickstream_feed::FeedConfig;
 use tickstream_gateway::GatewayConfig;
+use tickstream_rpc::{GrpcServerConfig, RemoteConfig};
+
+/// Where the Redis-backed roles look for Redis when not told.
+const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 
 /// A duration default for clap, formatted from the config type's `DEFAULT` (so `--help`, the
 /// parsed default and the README cannot disagree with the code that uses it). clap wants a
@@ -113,16 +119,17 @@ pub struct EdgeOpts {
 #[derive(Debug, Clone, Args)]
 pub struct SessionOpts {
     /// How long a session lives with no WebSocket attached (e.g. 60s, 500ms).
-    #[arg(long, env = "TICKSTREAM_SESSION_TTL", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "TICKSTREAM_SESSION_TTL", value_parser = duration,
+          default_value = duration_default!(EngineConfig::DEFAULT.session_ttl))]
     pub session_ttl: Duration,
     /// Most tickers one session may watch.
-    #[arg(long, env = "TICKSTREAM_MAX_TICKERS_PER_SESSION", default_value_t = 100)]
+    #[arg(long, env = "TICKSTREAM_MAX_TICKERS_PER_SESSION", default_value_t = EngineConfig::DEFAULT.max_tickers_per_session)]
     pub max_tickers_per_session: usize,
     /// Most live sessions on this node (503 session_limit_reached above it).
-    #[arg(long, env = "TICKSTREAM_MAX_SESSIONS", default_value_t = 200_000)]
+    #[arg(long, env = "TICKSTREAM_MAX_SESSIONS", default_value_t = EngineConfig::DEFAULT.max_sessions)]
     pub max_sessions: usize,
     /// Most distinct ticker symbols this node accepts prices for (503 symbol_limit_reached).
-    #[arg(long, env = "TICKSTREAM_MAX_SYMBOLS", default_value_t = 100_000)]
+    #[arg(long, env = "TICKSTREAM_MAX_SYMBOLS", default_value_t = tickstream_broker::DEFAULT_MAX_SYMBOLS)]
     pub max_symbols: usize,
 }
 
@@ -130,10 +137,10 @@ pub struct SessionOpts {
 #[derive(Debug, Clone, Args)]
 pub struct SimOpts {
     /// Size of the simulated ticker universe (well-known symbols first).
-    #[arg(long, env = "TICKSTREAM_TICKERS", default_value_t = 500)]
+    #[arg(long, env = "TICKSTREAM_TICKERS", default_value_t = FeedConfig::DEFAULT.tickers)]
     pub tickers: usize,
     /// Total simulated price updates per second.
-    #[arg(long, env = "TICKSTREAM_FEED_RATE", default_value_t = 2000)]
+    #[arg(long, env = "TICKSTREAM_FEED_RATE", default_value_t = FeedConfig::DEFAULT.rate)]
     pub feed_rate: u32,
 }
 
@@ -179,10 +186,10 @@ pub struct EngineArgs {
     #[arg(long, env = "TICKSTREAM_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
     pub metrics_listen: SocketAddr,
     /// Redis shared by every node (broker and session store).
-    #[arg(long, env = "TICKSTREAM_REDIS", default_value = "redis://127.0.0.1:6379")]
+    #[arg(long, env = "TICKSTREAM_REDIS", default_value = DEFAULT_REDIS)]
     pub redis: String,
     /// Most concurrent gRPC streams per connection (each WebSocket is one stream).
-    #[arg(long, env = "TICKSTREAM_GRPC_MAX_STREAMS", default_value_t = 25_000)]
+    #[arg(long, env = "TICKSTREAM_GRPC_MAX_STREAMS", default_value_t = GrpcServerConfig::DEFAULT.max_concurrent_streams)]
     pub grpc_max_streams: u32,
     #[command(flatten)]
     pub sessions: SessionOpts,
@@ -199,13 +206,15 @@ pub struct GatewayArgs {
     #[arg(long, env = "TICKSTREAM_ENGINE", value_delimiter = ',', default_value = "http://127.0.0.1:50051")]
     pub engine: Vec<String>,
     /// HTTP/2 connections to each engine (streams are spread over them).
-    #[arg(long, env = "TICKSTREAM_ENGINE_CONNECTIONS", default_value_t = 4)]
+    #[arg(long, env = "TICKSTREAM_ENGINE_CONNECTIONS", default_value_t = RemoteConfig::DEFAULT.connections_per_engine)]
     pub engine_connections: usize,
     /// Deadline of each call to an engine, and of opening a stream.
-    #[arg(long, env = "TICKSTREAM_ENGINE_TIMEOUT", default_value = "5s", value_parser = duration)]
+    #[arg(long, env = "TICKSTREAM_ENGINE_TIMEOUT", value_parser = duration,
+          default_value = duration_default!(RemoteConfig::DEFAULT.call_timeout))]
     pub engine_timeout: Duration,
     /// How long a stream whose engine failed looks for another before closing with 1013.
-    #[arg(long, env = "TICKSTREAM_FAILOVER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "TICKSTREAM_FAILOVER_TIMEOUT", value_parser = duration,
+          default_value = duration_default!(RemoteConfig::DEFAULT.failover_timeout))]
     pub failover_timeout: Duration,
     #[command(flatten)]
     pub common: CommonOpts,
@@ -215,7 +224,7 @@ pub struct GatewayArgs {
 #[derive(Debug, Clone, Parser)]
 pub struct FeedArgs {
     /// Redis to publish into.
-    #[arg(long, env = "TICKSTREAM_REDIS", default_value = "redis://127.0.0.1:6379")]
+    #[arg(long, env = "TICKSTREAM_REDIS", default_value = DEFAULT_REDIS)]
     pub redis: String,
     #[command(flatten)]
     pub sim: SimOpts,
@@ -240,13 +249,17 @@ impl EdgeOpts {
     }
 }
 
+impl SimOpts {
+    /// The feed these flags describe, with a fresh random seed.
+    pub fn feed_config(&self) -> FeedConfig {
+        FeedConfig { tickers: self.tickers, rate: self.feed_rate, seed: rand::random() }
+    }
+}
+
 impl SessionOpts {
+    /// The engine's own invariants ([`EngineConfig::validate`]), on these flags.
     fn validate(&self) -> Result<(), String> {
-        positive(&[("--session-ttl", self.session_ttl)])?;
-        if self.max_tickers_per_session == 0 || self.max_sessions == 0 {
-            return Err("--max-tickers-per-session and --max-sessions must be at least 1".into());
-        }
-        Ok(())
+        crate::serve::engine_config(self).validate().map_err(|e| e.to_string())
     }
 }
 
@@ -269,6 +282,9 @@ impl ServeArgs {
         self.sessions.validate()?;
         if let Some(url) = &self.redis {
             redis_url(url)?;
+        }
+        if !self.no_feed {
+            self.sim.feed_config().validate().map_err(|e| e.to_string())?;
         }
         if !self.no_feed && self.sim.tickers > self.sessions.max_symbols {
             return Err(format!(
@@ -317,10 +333,7 @@ impl FeedArgs {
     /// A message naming the offending flag.
     pub fn validate(&self) -> Result<(), String> {
         redis_url(&self.redis)?;
-        if self.sim.tickers == 0 || self.sim.feed_rate == 0 {
-            return Err("--tickers and --feed-rate must be at least 1".into());
-        }
-        Ok(())
+        self.sim.feed_config().validate().map_err(|e| e.to_string())
     }
 }
 

@@ -4,7 +4,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tickstream_feed::{FeedConfig, SimulatedFeed};
+use tickstream_feed::SimulatedFeed;
 use tickstream_telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -33,11 +33,7 @@ pub async fn start(args: &FeedArgs) -> io::Result<RunningFeed> {
     let background = TaskTracker::new();
     let (broker, _store) =
         redis_node(&args.redis, args.sim.tickers.max(1), &metrics, &background, &shutdown)?;
-    let feed = SimulatedFeed::new(&FeedConfig {
-        tickers: args.sim.tickers,
-        rate: args.sim.feed_rate,
-        seed: rand::random(),
-    });
+    let feed = SimulatedFeed::new(&args.sim.feed_config());
     feed.spawn(broker, &metrics, &background, shutdown.clone());
     let (metrics_addr, metrics_server) = match args.metrics_listen {
         Some(addr) => {

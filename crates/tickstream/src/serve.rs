@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tickstream_api::MonitoringService;
 use tickstream_broker::{Broker, InMemoryBroker, SessionStore};
 use tickstream_engine::{Engine, EngineConfig, SharedEngine};
-use tickstream_feed::{FeedConfig, SimulatedFeed};
+use tickstream_feed::SimulatedFeed;
 use tickstream_gateway::{Gateway, GatewayConfig};
 use tickstream_redis::{RedisBroker, RedisConfig};
 use tickstream_telemetry::Metrics;
@@ -101,11 +101,7 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
         None => engine.spawn_sweeper(&background, shutdown.clone()),
     }
     if !args.no_feed {
-        let feed = SimulatedFeed::new(&FeedConfig {
-            tickers: args.sim.tickers,
-            rate: args.sim.feed_rate,
-            seed: rand::random(),
-        });
+        let feed = SimulatedFeed::new(&args.sim.feed_config());
         feed.spawn(broker, &metrics, &background, shutdown.clone());
     }
     let node = Node {

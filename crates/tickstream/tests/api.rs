@@ -298,8 +298,7 @@ async fn bad_rest_input_gets_specific_json_errors() {
 async fn bad_websocket_input() {
     let s = server(&[]).await;
     // Unknown session: refused before upgrading, with the JSON error.
-    let err =
-        tokio_tungstenite::connect_async(s.ws_url("0123456789abcdef0123456789abcdef")).await.unwrap_err();
+    let err = s.try_connect("0123456789abcdef0123456789abcdef").await.unwrap_err();
     let tungstenite::Error::Http(resp) = err else { panic!("expected HTTP refusal, got {err}") };
     assert_eq!(resp.status(), 404);
     let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();

@@ -8,69 +8,26 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::cluster::EdgeNode;
 use common::webdriver::Browser;
+use common::{Client, WAIT, eventually};
 use serde_json::{Value, json};
 
-const WAIT: Duration = Duration::from_secs(10);
-
-/// The real binary, so the test can kill it the hard way (SIGKILL: no close frames).
-struct Node {
-    child: Child,
-    addr: String,
+/// The real binary, so the test can kill it the hard way (SIGKILL: no close frames) and
+/// restart it on the same port.
+fn start(listen: &str) -> EdgeNode {
+    EdgeNode::serve_on(listen, &["--no-feed"])
 }
 
-impl Node {
-    fn start(listen: &str, extra: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tickstream"))
-            .args(["serve", "--listen", listen])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("binary starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
-        let addr = line.trim().strip_prefix("listening on http://").expect("listening line").to_owned();
-        Node { child, addr }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("kill");
-        self.child.wait().expect("reaped");
-    }
-
-    /// SIGTERM: the graceful stop, which closes every WebSocket with 1001.
-    fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
-        assert!(self.child.wait().expect("reaped").success());
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    async fn publish(&self, http: &reqwest::Client, prices: &[(&str, f64)]) {
-        let body: Vec<Value> = prices.iter().map(|(t, p)| json!({"ticker": t, "price": p})).collect();
-        let r = http.post(self.url("/api/v1/prices")).json(&body).send().await.expect("publish");
-        assert_eq!(r.status(), 202);
-    }
-
-    async fn session_tickers(&self, http: &reqwest::Client, id: &str) -> Value {
-        let r = http.get(self.url(&format!("/api/v1/sessions/{id}"))).send().await.expect("get session");
-        r.json::<Value>().await.expect("json")["tickers"].clone()
-    }
+async fn session_tickers(node: &Client, id: &str) -> Value {
+    node.session(id).await.1["tickers"].clone()
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Waits until the server's copy of session `id` lists `want`.
+async fn wait_tickers(node: &Client, id: &str, what: &str, want: Value) {
+    eventually(WAIT, what, async || session_tickers(node, id).await, |t| *t == want).await;
 }
 
 const SESSION: &str = "return document.getElementById('session').dataset.id";
@@ -97,9 +54,8 @@ async fn session_id(b: &Browser) -> String {
 
 #[tokio::test]
 async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
-    let http = reqwest::Client::new();
-    let node = Node::start("127.0.0.1:0", &["--no-feed"]);
-    node.publish(&http, &[("AAPL", 100.0), ("MSFT", 200.0)]).await;
+    let mut node = start("127.0.0.1:0");
+    node.publish(&[("AAPL", 100.0), ("MSFT", 200.0)]).await;
     let browser = Browser::start().await;
     browser.goto(&node.url("/?tickers=AAPL,MSFT")).await;
     // Record every state the page passes through: "reconnecting" may last only milliseconds.
@@ -129,7 +85,7 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
     browser.exec("BACKOFF.capMs = 2000", json!([])).await;
     wait_price(&browser, "AAPL", "100.00").await;
     wait_price(&browser, "MSFT", "200.00").await;
-    node.publish(&http, &[("AAPL", 101.5)]).await;
+    node.publish(&[("AAPL", 101.5)]).await;
     wait_price(&browser, "AAPL", "101.50").await;
     let change = browser
         .exec(
@@ -160,9 +116,9 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
             json!([]),
         )
         .await;
-    node.publish(&http, &[("NVDA", 50.0)]).await;
+    node.publish(&[("NVDA", 50.0)]).await;
     wait_price(&browser, "NVDA", "50.00").await;
-    assert_eq!(node.session_tickers(&http, &first).await, json!(["AAPL", "MSFT", "NVDA"]));
+    assert_eq!(session_tickers(&node, &first).await, json!(["AAPL", "MSFT", "NVDA"]));
 
     // Remove one: the row goes and the server's session forgets it; nothing reconnected.
     browser.click("button[aria-label='Remove MSFT']").await;
@@ -174,13 +130,7 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
             json!([]),
         )
         .await;
-    for _ in 0..100 {
-        if node.session_tickers(&http, &first).await == json!(["AAPL", "NVDA"]) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(node.session_tickers(&http, &first).await, json!(["AAPL", "NVDA"]));
+    wait_tickers(&node, &first, "the server's session without MSFT", json!(["AAPL", "NVDA"])).await;
     assert_eq!(session_id(&browser).await, first, "add/remove must not replace the session");
 
     // The socket dies while the session lives (the watchdog gives up on a silent socket), and a
@@ -197,29 +147,12 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
         .await;
     wait_live(&browser).await;
     assert_eq!(session_id(&browser).await, first, "a live session is resumed, not replaced");
-    for _ in 0..100 {
-        if node.session_tickers(&http, &first).await == json!(["AAPL"]) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        node.session_tickers(&http, &first).await,
-        json!(["AAPL"]),
-        "the offline removal reached the server"
-    );
+    wait_tickers(&node, &first, "the offline removal reached the server", json!(["AAPL"])).await;
     browser.type_into("#ticker-input", "NVDA\u{E007}").await;
-    for _ in 0..100 {
-        if node.session_tickers(&http, &first).await == json!(["AAPL", "NVDA"]) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(node.session_tickers(&http, &first).await, json!(["AAPL", "NVDA"]));
+    wait_tickers(&node, &first, "the server's session with NVDA again", json!(["AAPL", "NVDA"])).await;
 
     // DELETE the session: the socket closes with 4404 and the page creates a new one, same tickers.
-    let r = http.delete(node.url(&format!("/api/v1/sessions/{first}"))).send().await.expect("delete");
-    assert_eq!(r.status(), 204);
+    assert_eq!(node.delete_session(&first).await, 204);
     let second = browser
         .wait_for(
             "a new session",
@@ -230,32 +163,32 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
         .await;
     let second = second.as_str().expect("id").to_owned();
     wait_live(&browser).await;
-    assert_eq!(node.session_tickers(&http, &second).await, json!(["AAPL", "NVDA"]));
-    node.publish(&http, &[("AAPL", 102.0)]).await;
+    assert_eq!(session_tickers(&node, &second).await, json!(["AAPL", "NVDA"]));
+    node.publish(&[("AAPL", 102.0)]).await;
     wait_price(&browser, "AAPL", "102.00").await;
 
     // Kill the server (no close frame) and restart it on the same port: the page shows
     // "reconnecting", finds its session gone (404) and streams again from a new one.
     let listen = node.addr.clone();
     browser.exec("window.__states = []", json!([])).await;
-    node.kill();
+    node.node.kill();
     browser
         .wait_for("reconnecting", WAIT, "return window.__states.includes('reconnecting')", json!([]))
         .await;
-    let node = Node::start(&listen, &["--no-feed"]);
-    node.publish(&http, &[("AAPL", 103.0), ("NVDA", 51.0)]).await;
+    let mut node = start(&listen);
+    node.publish(&[("AAPL", 103.0), ("NVDA", 51.0)]).await;
     wait_live(&browser).await;
     wait_price(&browser, "AAPL", "103.00").await;
     wait_price(&browser, "NVDA", "51.00").await;
     let third = session_id(&browser).await;
     assert_ne!(third, second);
-    assert_eq!(node.session_tickers(&http, &third).await, json!(["AAPL", "NVDA"]));
-    node.publish(&http, &[("NVDA", 49.0)]).await;
+    assert_eq!(session_tickers(&node, &third).await, json!(["AAPL", "NVDA"]));
+    node.publish(&[("NVDA", 49.0)]).await;
     wait_price(&browser, "NVDA", "49.00").await;
 
     // A graceful stop closes with 1001 ("reconnect soon"): the page comes back the same way.
     browser.exec("window.__states = []", json!([])).await;
-    node.terminate();
+    node.node.terminate();
     browser
         .wait_for(
             "reconnecting after 1001",
@@ -264,8 +197,8 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
             json!([]),
         )
         .await;
-    let node = Node::start(&listen, &["--no-feed"]);
-    node.publish(&http, &[("AAPL", 104.0)]).await;
+    let mut node = start(&listen);
+    node.publish(&[("AAPL", 104.0)]).await;
     wait_live(&browser).await;
     wait_price(&browser, "AAPL", "104.00").await;
 
@@ -278,10 +211,10 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
                       if (hidden) stream.hiddenSince = Date.now() - 6 * 60 * 1000; \
                       window.__states = []";
     browser.exec(visibility, json!([true])).await;
-    node.kill();
+    node.node.kill();
     browser.wait_for("paused", WAIT, "return window.__states.includes('paused')", json!([])).await;
-    let node = Node::start(&listen, &["--no-feed"]);
-    node.publish(&http, &[("AAPL", 105.0)]).await;
+    let node = start(&listen);
+    node.publish(&[("AAPL", 105.0)]).await;
     let states = browser.exec("return [window.__states, stream.timer]", json!([])).await;
     assert_eq!(states, json!([["paused"], null]), "a long-hidden tab must not retry");
     browser.exec(visibility, json!([false])).await;
@@ -291,8 +224,7 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
 
     // Another client takes the session over (4409): the page says so and does not fight back.
     let taken = session_id(&browser).await;
-    let ws_url = node.url(&format!("/ws?session_id={taken}")).replacen("http://", "ws://", 1);
-    let (_other, _) = tokio_tungstenite::connect_async(ws_url).await.expect("second socket");
+    let _other = node.connect(&taken).await;
     let replaced = "return document.getElementById('state').dataset.state === 'replaced'";
     browser.wait_for("the replaced state", WAIT, replaced, json!([])).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -316,8 +248,8 @@ async fn screenshot_under_load() {
     let base = match std::env::var("TICKSTREAM_URL") {
         Ok(url) => url,
         Err(_) => {
-            node = Node::start("127.0.0.1:0", &[]);
-            format!("http://{}", node.addr)
+            node = EdgeNode::serve_on("127.0.0.1:0", &[]);
+            node.base.clone()
         }
     };
     let browser = Browser::start().await;

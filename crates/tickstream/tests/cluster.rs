@@ -10,148 +10,107 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use common::cluster::{EdgeNode, EngineNode, Redis, eventually, metric};
-use common::{close_code, next_json, price_round, publish_until_writer_blocks, read_until_latest};
+use common::cluster::{EdgeNode, EngineNode, Redis, metric};
+use common::{
+    WAIT, close_code, eventually, next_json, price_round, publish_until_writer_blocks, read_until_latest,
+    until_price,
+};
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
 use rand::seq::IndexedRandom;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Tasks of an idle engine: Redis subscriber, TTL sweeper, session-record keeper.
 const ENGINE_IDLE_TASKS: i64 = 3;
 /// Tasks of an idle gateway: the engine prober.
 const GATEWAY_IDLE_TASKS: i64 = 1;
 
-async fn create(http: &reqwest::Client, node: &EdgeNode, tickers: &[&str]) -> String {
-    let r = http
-        .post(format!("{}/api/v1/sessions", node.base))
-        .json(&json!({ "tickers": tickers }))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let body: Value = r.json().await.expect("json");
-    body["session_id"].as_str().expect("id").to_owned()
+/// An engine's sessions, broker subscriptions and tasks: `(0, 0, ENGINE_IDLE_TASKS)` when idle.
+async fn engine_gauges(e: &EngineNode) -> (i64, i64, i64) {
+    (
+        metric(&e.metrics, "tickstream_sessions{").await,
+        metric(&e.metrics, "tickstream_broker_subscriptions").await,
+        metric(&e.metrics, "tickstream_tasks{").await,
+    )
 }
 
-async fn post_price(http: &reqwest::Client, node: &EdgeNode, ticker: &str, price: f64) -> StatusCode {
-    http.post(format!("{}/api/v1/prices", node.base))
-        .json(&json!({ "ticker": ticker, "price": price }))
-        .send()
-        .await
-        .expect("request")
-        .status()
-}
-
-async fn connect(node: &EdgeNode, id: &str) -> (Ws, Value) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(node.ws_url(id)).await.expect("ws connects");
-    let snapshot = next_json(&mut ws).await;
-    assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
-    (ws, snapshot)
-}
-
-fn price_of(msg: &Value, ticker: &str) -> Option<f64> {
-    msg["prices"].as_array()?.iter().find(|p| p["ticker"] == ticker).and_then(|p| p["price"].as_f64())
-}
-
-/// Reads until a data message carries `ticker` at `price`; returns how many snapshots came first.
-async fn until_price(ws: &mut Ws, ticker: &str, price: f64) -> usize {
-    let mut snapshots = 0;
-    loop {
-        let msg = next_json(ws).await;
-        if msg["type"] == "snapshot" {
-            snapshots += 1;
-        }
-        if price_of(&msg, ticker) == Some(price) {
-            return snapshots;
-        }
-    }
-}
-
-async fn engine_idle(e: &EngineNode) -> bool {
-    metric(&e.metrics, "tickstream_sessions{").await == 0
-        && metric(&e.metrics, "tickstream_broker_subscriptions").await == 0
-        && metric(&e.metrics, "tickstream_tasks{").await == ENGINE_IDLE_TASKS
-}
-
-async fn gateway_idle(g: &EdgeNode) -> bool {
-    metric(&g.base, "tickstream_ws_connections").await == 0
-        && metric(&g.base, "tickstream_tasks{").await == GATEWAY_IDLE_TASKS
+/// A gateway's WebSocket connections and tasks: `(0, GATEWAY_IDLE_TASKS)` when idle.
+async fn gateway_gauges(g: &EdgeNode) -> (i64, i64) {
+    (g.counter("tickstream_ws_connections").await, g.counter("tickstream_tasks{").await)
 }
 
 async fn streaming(e: &EngineNode) -> i64 {
     metric(&e.metrics, "tickstream_sessions{state=\"streaming\"}").await
 }
 
-async fn ready(http: &reqwest::Client, g: &EdgeNode) {
-    eventually("gateway ready", || async {
-        http.get(format!("{}/healthz", g.base)).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
-    })
-    .await;
+async fn ready(g: &EdgeNode) {
+    eventually(WAIT, "gateway ready", async || g.get("/healthz").await.0, |&s| s == StatusCode::OK).await;
 }
 
 /// Two engines (started with `engine_flags`) and two gateways over both, ready to serve.
 async fn two_engines_two_gateways(
     redis: &Redis,
-    http: &reqwest::Client,
     engine_flags: &[&str],
 ) -> (EngineNode, EngineNode, EdgeNode, EdgeNode) {
     let e1 = EngineNode::start(redis, engine_flags);
     let e2 = EngineNode::start(redis, engine_flags);
     let ga = EdgeNode::gateway(&[&e1, &e2], &[]);
     let gb = EdgeNode::gateway(&[&e1, &e2], &[]);
-    ready(http, &ga).await;
-    ready(http, &gb).await;
+    ready(&ga).await;
+    ready(&gb).await;
     (e1, e2, ga, gb)
 }
 
-/// Everything a deployment leaves in Redis and in its nodes once every client has gone.
-async fn assert_all_released(redis: &Redis, engines: &[&EngineNode], gateways: &[&EdgeNode]) {
-    eventually("no price channel subscribed", || async { redis.price_channels().await.is_empty() }).await;
-    eventually("no session record", || async { redis.session_records().await.is_empty() }).await;
+/// Everything a deployment leaves in Redis and in its nodes once every client has gone, within
+/// `timeout` for each (sessions left to expire need their TTL).
+async fn assert_all_released(
+    redis: &Redis,
+    engines: &[&EngineNode],
+    gateways: &[&EdgeNode],
+    timeout: Duration,
+) {
+    eventually(timeout, "no price channel subscribed", async || redis.price_channels().await, Vec::is_empty)
+        .await;
+    eventually(timeout, "no session record", async || redis.session_records().await, Vec::is_empty).await;
     for e in engines {
-        eventually("engine gauges at baseline", || engine_idle(e)).await;
+        let idle = (0, 0, ENGINE_IDLE_TASKS);
+        eventually(timeout, "engine gauges at baseline", async || engine_gauges(e).await, |g| *g == idle)
+            .await;
         assert_eq!(metric(&e.metrics, "tickstream_tasks{kind=\"grpc_stream\"}").await, 0);
     }
     for g in gateways {
-        eventually("gateway gauges at baseline", || gateway_idle(g)).await;
+        let idle = (0, GATEWAY_IDLE_TASKS);
+        eventually(timeout, "gateway gauges at baseline", async || gateway_gauges(g).await, |v| *v == idle)
+            .await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_and_prices_cross_nodes_with_one_subscription_per_node() {
     let redis = Redis::start().await;
-    let http = reqwest::Client::new();
-    let (e1, e2, ga, gb) = two_engines_two_gateways(&redis, &http, &["--session-ttl", "1s"]).await;
+    let (e1, e2, ga, gb) = two_engines_two_gateways(&redis, &["--session-ttl", "1s"]).await;
 
     // Sessions created through one gateway, described by and streamed through the other.
     let mut sockets = Vec::new();
     for i in 0..12 {
         let (made_on, streamed_on) = if i % 2 == 0 { (&ga, &gb) } else { (&gb, &ga) };
-        let id = create(&http, made_on, &["AAA", "BBB"]).await;
-        let got: Value = http
-            .get(format!("{}/api/v1/sessions/{id}", streamed_on.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let id = made_on.create(&["AAA", "BBB"]).await;
+        let (_, got) = streamed_on.session(&id).await;
         assert_eq!(got["tickers"], json!(["AAA", "BBB"]));
-        let (ws, _) = connect(streamed_on, &id).await;
+        let (ws, _) = streamed_on.ws(&id).await;
         sockets.push((id, ws));
     }
 
-    // One Redis subscription per node watching the ticker, however many sessions watch it.
-    eventually("one subscription per engine streaming AAA", || async {
+    // One Redis subscription per node watching the ticker, however many sessions watch it:
+    // (engines streaming, subscribers of AAA, subscribers of BBB).
+    let per_node = async || {
         let nodes = i64::from(streaming(&e1).await > 0) + i64::from(streaming(&e2).await > 0);
-        nodes > 0 && redis.numsub("AAA").await == nodes && redis.numsub("BBB").await == nodes
+        (nodes, redis.numsub("AAA").await, redis.numsub("BBB").await)
+    };
+    eventually(WAIT, "one subscription per engine streaming AAA", per_node, |&(nodes, a, b)| {
+        nodes > 0 && a == nodes && b == nodes
     })
     .await;
     assert_eq!(streaming(&e1).await + streaming(&e2).await, 12);
@@ -161,8 +120,8 @@ async fn sessions_and_prices_cross_nodes_with_one_subscription_per_node() {
     for (k, source) in sources.iter().enumerate() {
         let price = 100.0 + k as f64;
         match k {
-            0 => assert_eq!(post_price(&http, &ga, "AAA", price).await, StatusCode::ACCEPTED),
-            1 => assert_eq!(post_price(&http, &gb, "AAA", price).await, StatusCode::ACCEPTED),
+            0 => assert_eq!(ga.post_price("AAA", price).await, StatusCode::ACCEPTED),
+            1 => assert_eq!(gb.post_price("AAA", price).await, StatusCode::ACCEPTED),
             _ => redis.publish("AAA", &format!(r#"{{"price":{price}}}"#)).await,
         }
         for (_, ws) in &mut sockets {
@@ -176,13 +135,12 @@ async fn sessions_and_prices_cross_nodes_with_one_subscription_per_node() {
         if i % 2 == 0 {
             ws.close(None).await.expect("close");
         } else {
-            let status =
-                http.delete(format!("{}/api/v1/sessions/{id}", ga.base)).send().await.unwrap().status();
+            let status = ga.delete_session(&id).await;
             assert_eq!(status, StatusCode::NO_CONTENT);
             assert_eq!(close_code(&mut ws).await, 4404);
         }
     }
-    assert_all_released(&redis, &[&e1, &e2], &[&ga, &gb]).await;
+    assert_all_released(&redis, &[&e1, &e2], &[&ga, &gb], WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,37 +148,35 @@ async fn redis_restart_keeps_sockets_and_restores_subscriptions_and_sessions() {
     let mut redis = Redis::start().await;
     let engine = EngineNode::start(&redis, &[]);
     let gateway = EdgeNode::gateway(&[&engine], &[]);
-    let http = reqwest::Client::new();
-    ready(&http, &gateway).await;
-    let id = create(&http, &gateway, &["AAA"]).await;
-    let (mut ws, _) = connect(&gateway, &id).await;
-    assert_eq!(post_price(&http, &gateway, "AAA", 1.0).await, StatusCode::ACCEPTED);
+    ready(&gateway).await;
+    let id = gateway.create(&["AAA"]).await;
+    let (mut ws, _) = gateway.ws(&id).await;
+    assert_eq!(gateway.post_price("AAA", 1.0).await, StatusCode::ACCEPTED);
     until_price(&mut ws, "AAA", 1.0).await;
 
     redis.kill();
     // While Redis is away the API says so, and the socket stays open.
-    assert_eq!(post_price(&http, &gateway, "AAA", 2.0).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(gateway.post_price("AAA", 2.0).await, StatusCode::SERVICE_UNAVAILABLE);
     redis.restart().await;
     let back = Instant::now();
 
     // The node re-subscribes and re-creates its session record on an empty Redis.
-    eventually("resubscribed", || async { redis.numsub("AAA").await == 1 }).await;
-    eventually("session record restored", || async {
-        redis.session_records().await == [format!("tickstream:session:{id}")]
-    })
-    .await;
+    eventually(WAIT, "resubscribed", async || redis.numsub("AAA").await, |&n| n == 1).await;
+    let record = [format!("tickstream:session:{id}")];
+    eventually(WAIT, "session record restored", async || redis.session_records().await, |r| *r == record)
+        .await;
     eprintln!("subscriptions and records restored {:?} after Redis came back", back.elapsed());
     // Prices flow again on the same socket, from either source.
-    assert_eq!(post_price(&http, &gateway, "AAA", 3.0).await, StatusCode::ACCEPTED);
+    assert_eq!(gateway.post_price("AAA", 3.0).await, StatusCode::ACCEPTED);
     until_price(&mut ws, "AAA", 3.0).await;
     redis.publish("AAA", r#"{"ticker":"AAA","price":4}"#).await;
     until_price(&mut ws, "AAA", 4.0).await;
-    assert_eq!(metric(&gateway.base, "tickstream_ws_disconnects_total").await, 0, "no socket closed");
+    assert_eq!(gateway.counter("tickstream_ws_disconnects_total").await, 0, "no socket closed");
 
     ws.close(None).await.expect("close");
-    let status = http.delete(format!("{}/api/v1/sessions/{id}", gateway.base)).send().await.unwrap().status();
+    let status = gateway.delete_session(&id).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_all_released(&redis, &[&engine], &[&gateway]).await;
+    assert_all_released(&redis, &[&engine], &[&gateway], WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,14 +185,14 @@ async fn engine_killed_mid_stream_moves_streams_and_none_left_closes_with_1013()
     let mut e1 = EngineNode::start(&redis, &[]);
     let mut e2 = EngineNode::start(&redis, &[]);
     let gateway = EdgeNode::gateway(&[&e1, &e2], &["--failover-timeout", "2s"]);
-    let http = reqwest::Client::new();
-    ready(&http, &gateway).await;
+    ready(&gateway).await;
     let mut sockets = Vec::new();
     for _ in 0..12 {
-        let id = create(&http, &gateway, &["AAA"]).await;
-        sockets.push(connect(&gateway, &id).await.0);
+        let id = gateway.create(&["AAA"]).await;
+        sockets.push(gateway.ws(&id).await.0);
     }
-    eventually("all streaming", || async { streaming(&e1).await + streaming(&e2).await == 12 }).await;
+    let streams = async || streaming(&e1).await + streaming(&e2).await;
+    eventually(WAIT, "all streaming", streams, |&n| n == 12).await;
     let on_e1 = streaming(&e1).await;
     let (victim, survivor, moved) =
         if on_e1 > 0 { (&mut e1, &e2, on_e1) } else { (&mut e2, &e1, 12 - on_e1) };
@@ -245,15 +201,15 @@ async fn engine_killed_mid_stream_moves_streams_and_none_left_closes_with_1013()
     // Every client keeps its socket: the moved ones get a fresh snapshot, all get live prices.
     let started = Instant::now();
     let mut resnapshots = 0;
-    assert_eq!(post_price(&http, &gateway, "AAA", 7.0).await, StatusCode::ACCEPTED);
+    assert_eq!(gateway.post_price("AAA", 7.0).await, StatusCode::ACCEPTED);
     for ws in &mut sockets {
         resnapshots += until_price(ws, "AAA", 7.0).await;
     }
     eprintln!("{moved} streams moved; all live again after {:?}", started.elapsed());
     assert_eq!(resnapshots as i64, moved, "exactly the moved streams restart with a snapshot");
-    assert_eq!(metric(&gateway.base, "tickstream_engine_failovers_total").await, moved);
+    assert_eq!(gateway.counter("tickstream_engine_failovers_total").await, moved);
     assert_eq!(streaming(survivor).await, 12);
-    assert_eq!(metric(&gateway.base, "tickstream_ws_disconnects_total").await, 0);
+    assert_eq!(gateway.counter("tickstream_ws_disconnects_total").await, 0);
 
     // No engine left: sockets close with 1013 and the gateway is not ready.
     let (survivor, _) = if on_e1 > 0 { (&mut e2, ()) } else { (&mut e1, ()) };
@@ -261,17 +217,39 @@ async fn engine_killed_mid_stream_moves_streams_and_none_left_closes_with_1013()
     for ws in &mut sockets {
         assert_eq!(close_code(ws).await, 1013);
     }
-    let health = http.get(format!("{}/healthz", gateway.base)).send().await.unwrap();
-    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(health.json::<Value>().await.unwrap()["status"], "no_engine");
-    eventually("gateway gauges at baseline", || gateway_idle(&gateway)).await;
+    let (status, health) = gateway.get("/healthz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(health["status"], "no_engine");
+    let idle = (0, GATEWAY_IDLE_TASKS);
+    eventually(WAIT, "gateway gauges at baseline", async || gateway_gauges(&gateway).await, |g| *g == idle)
+        .await;
+}
+
+/// The session TTL of the churn test. Every session is used (attached or deleted) right after
+/// it is created, but a batch of 100 runs concurrently, and on a loaded machine the gap between
+/// a session's creation and its use reached a second: with a 1 s TTL, sessions then expired
+/// before they were attached (404, a flaky failure that said nothing about churn). 5 s keeps
+/// every fate, expiry included (never-connected and detached sessions still end by TTL, which
+/// the final release waits for), with room for a slow machine.
+const CHURN_TTL: Duration = Duration::from_secs(5);
+
+/// Uses a just-created session; when the node refuses (the session expired first), says how
+/// long after its creation, so a failure on a loaded machine reads as such.
+async fn attach(node: &EdgeNode, id: &str, created: Instant) -> common::Ws {
+    match node.try_connect(id).await {
+        Ok(mut ws) => {
+            assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+            ws
+        }
+        Err(e) => panic!("attach {:?} after creation (TTL {CHURN_TTL:?}) refused: {e}", created.elapsed()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_across_nodes_leaves_no_subscription_record_or_task() {
     let redis = Redis::start().await;
-    let http = reqwest::Client::new();
-    let (e1, e2, ga, gb) = two_engines_two_gateways(&redis, &http, &["--session-ttl", "1s"]).await;
+    let ttl = format!("{}s", CHURN_TTL.as_secs());
+    let (e1, e2, ga, gb) = two_engines_two_gateways(&redis, &["--session-ttl", &ttl]).await;
     let gateways = [&ga, &gb];
     let universe: Vec<String> = (0..20).map(|i| format!("T{i}")).collect();
 
@@ -289,41 +267,32 @@ async fn churn_across_nodes_leaves_no_subscription_record_or_task() {
                     tickers,
                 )
             };
-            let http = http.clone();
             async move {
                 let refs: Vec<&str> = tickers.iter().map(String::as_str).collect();
-                let id = create(&http, made_on, &refs).await;
-                let delete = |id: String| {
-                    let http = http.clone();
-                    async move {
-                        http.delete(format!("{}/api/v1/sessions/{id}", streamed_on.base))
-                            .send()
-                            .await
-                            .unwrap()
-                            .status()
-                    }
-                };
+                let id = made_on.create(&refs).await;
+                let created = Instant::now();
                 match fate {
                     0 => "never connected",
                     1 => {
-                        let (mut ws, _) = connect(streamed_on, &id).await;
+                        let mut ws = attach(streamed_on, &id, created).await;
                         ws.close(None).await.expect("close");
                         while ws.next().await.is_some() {}
                         "closed cleanly"
                     }
                     2 => {
-                        let (ws, _) = connect(streamed_on, &id).await;
+                        let ws = attach(streamed_on, &id, created).await;
                         drop(ws);
                         "dropped abruptly"
                     }
                     3 => {
-                        let (mut ws, _) = connect(streamed_on, &id).await;
-                        assert_eq!(delete(id).await, StatusCode::NO_CONTENT);
+                        let mut ws = attach(streamed_on, &id, created).await;
+                        assert_eq!(streamed_on.delete_session(&id).await, StatusCode::NO_CONTENT);
                         assert_eq!(close_code(&mut ws).await, 4404);
                         "deleted while streaming"
                     }
                     _ => {
-                        assert_eq!(delete(id).await, StatusCode::NO_CONTENT);
+                        let status = streamed_on.delete_session(&id).await;
+                        assert_eq!(status, StatusCode::NO_CONTENT, "{:?} after creation", created.elapsed());
                         "deleted before streaming"
                     }
                 }
@@ -335,7 +304,8 @@ async fn churn_across_nodes_leaves_no_subscription_record_or_task() {
     }
     eprintln!("2000 sessions: {fates:?}");
     assert_eq!(fates.values().sum::<usize>(), 2000);
-    assert_all_released(&redis, &[&e1, &e2], &[&ga, &gb]).await;
+    // The last sessions left to expire do so a TTL after the last batch.
+    assert_all_released(&redis, &[&e1, &e2], &[&ga, &gb], CHURN_TTL + WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,32 +313,32 @@ async fn serve_nodes_share_sessions_and_prices_through_redis() {
     let redis = Redis::start().await;
     let a = EdgeNode::serve(&redis, &["--session-ttl", "1s"]);
     let b = EdgeNode::serve(&redis, &["--session-ttl", "1s"]);
-    let http = reqwest::Client::new();
-    let id = create(&http, &a, &["AAA"]).await;
-    let (mut on_b, _) = connect(&b, &id).await;
-    let other = create(&http, &b, &["AAA"]).await;
-    let (mut on_a, _) = connect(&a, &other).await;
-    assert_eq!(post_price(&http, &a, "AAA", 5.0).await, StatusCode::ACCEPTED);
+    let id = a.create(&["AAA"]).await;
+    let (mut on_b, _) = b.ws(&id).await;
+    let other = b.create(&["AAA"]).await;
+    let (mut on_a, _) = a.ws(&other).await;
+    assert_eq!(a.post_price("AAA", 5.0).await, StatusCode::ACCEPTED);
     until_price(&mut on_b, "AAA", 5.0).await;
     until_price(&mut on_a, "AAA", 5.0).await;
     // Reconnecting the first session through node A replaces the socket on node B (4409).
-    let (mut moved, _) = connect(&a, &id).await;
+    let (mut moved, _) = a.ws(&id).await;
     assert_eq!(close_code(&mut on_b).await, 4409);
-    assert_eq!(post_price(&http, &b, "AAA", 6.0).await, StatusCode::ACCEPTED);
+    assert_eq!(b.post_price("AAA", 6.0).await, StatusCode::ACCEPTED);
     until_price(&mut moved, "AAA", 6.0).await;
     for mut ws in [moved, on_a] {
         ws.send(Message::Close(None)).await.expect("close");
     }
-    eventually("no price channel subscribed", || async { redis.price_channels().await.is_empty() }).await;
-    eventually("no session record", || async { redis.session_records().await.is_empty() }).await;
-    for node in [&a, &b] {
-        eventually("serve gauges at baseline", || async {
-            metric(&node.base, "tickstream_sessions{").await == 0
-                && metric(&node.base, "tickstream_ws_connections").await == 0
-                && metric(&node.base, "tickstream_broker_subscriptions").await == 0
-                && metric(&node.base, "tickstream_tasks{").await == ENGINE_IDLE_TASKS
-        })
+    eventually(WAIT, "no price channel subscribed", async || redis.price_channels().await, Vec::is_empty)
         .await;
+    eventually(WAIT, "no session record", async || redis.session_records().await, Vec::is_empty).await;
+    for node in [&a, &b] {
+        let idle = common::Gauges {
+            ws_connections: 0,
+            sessions: 0,
+            broker_subscriptions: 0,
+            tasks: ENGINE_IDLE_TASKS,
+        };
+        eventually(WAIT, "serve gauges at baseline", async || node.gauges().await, |g| *g == idle).await;
     }
 }
 
@@ -378,27 +348,27 @@ async fn engine_sigterm_hands_streams_to_another_engine() {
     let mut e1 = EngineNode::start(&redis, &[]);
     let mut e2 = EngineNode::start(&redis, &[]);
     let gateway = EdgeNode::gateway(&[&e1, &e2], &[]);
-    let http = reqwest::Client::new();
-    ready(&http, &gateway).await;
+    ready(&gateway).await;
     let mut sockets = Vec::new();
     for _ in 0..6 {
-        let id = create(&http, &gateway, &["AAA"]).await;
-        sockets.push(connect(&gateway, &id).await.0);
+        let id = gateway.create(&["AAA"]).await;
+        sockets.push(gateway.ws(&id).await.0);
     }
-    eventually("all streaming", || async { streaming(&e1).await + streaming(&e2).await == 6 }).await;
+    let streams = async || streaming(&e1).await + streaming(&e2).await;
+    eventually(WAIT, "all streaming", streams, |&n| n == 6).await;
     let draining = if streaming(&e1).await > 0 { &mut e1 } else { &mut e2 };
     // A graceful stop: the engine ends its streams with "shutting down" and exits 0; the
     // gateway moves them instead of closing the sockets with 1001.
     let moved = streaming(draining).await;
     draining.node.terminate();
-    assert_eq!(post_price(&http, &gateway, "AAA", 9.0).await, StatusCode::ACCEPTED);
+    assert_eq!(gateway.post_price("AAA", 9.0).await, StatusCode::ACCEPTED);
     let mut resnapshots = 0;
     for ws in &mut sockets {
         resnapshots += until_price(ws, "AAA", 9.0).await;
     }
     assert_eq!(resnapshots as i64, moved, "exactly the drained streams restart with a snapshot");
-    assert_eq!(metric(&gateway.base, "tickstream_engine_failovers_total").await, moved);
-    assert_eq!(metric(&gateway.base, "tickstream_ws_disconnects_total").await, 0);
+    assert_eq!(gateway.counter("tickstream_engine_failovers_total").await, moved);
+    assert_eq!(gateway.counter("tickstream_ws_disconnects_total").await, 0);
 }
 
 /// The subscription reconciler against a real Redis, hammered with the races that matter:
@@ -450,15 +420,13 @@ async fn redis_subscriptions_converge_to_the_wanted_set_under_churn() {
         tokio::time::sleep(Duration::from_millis(if round % 3 == 0 { 20 } else { 1 })).await;
     }
     let want = channels(&wanted);
-    eventually("Redis holds exactly the wanted subscriptions", || async {
-        redis.price_channels().await.into_iter().collect::<BTreeSet<_>>() == want
-    })
-    .await;
+    let subscribed = async || redis.price_channels().await.into_iter().collect::<BTreeSet<_>>();
+    eventually(WAIT, "Redis holds exactly the wanted subscriptions", subscribed, |s| *s == want).await;
     assert_eq!(metrics.broker_subscriptions.get(), wanted.len() as i64);
     for &i in &wanted {
         broker.unsubscribe(tickers[i]);
     }
-    eventually("no subscription left", || async { redis.price_channels().await.is_empty() }).await;
+    eventually(WAIT, "no subscription left", async || redis.price_channels().await, Vec::is_empty).await;
     assert_eq!(metrics.broker_subscriptions.get(), 0);
     shutdown.cancel();
     tracker.close();
@@ -474,26 +442,22 @@ async fn stalled_client_behind_a_gateway_is_conflated_on_the_engine() {
     let redis = Redis::start().await;
     let engine = EngineNode::start(&redis, &["--max-tickers-per-session", "1000"]);
     let gateway = EdgeNode::gateway(&[&engine], &["--write-timeout", "60s"]);
-    let http = reqwest::Client::new();
-    ready(&http, &gateway).await;
+    ready(&gateway).await;
     let tickers: Vec<String> = (0..TICKERS).map(|i| format!("T{i}")).collect();
     let refs: Vec<&str> = tickers.iter().map(String::as_str).collect();
-    let id = create(&http, &gateway, &refs).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(gateway.addr.parse().unwrap()).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(gateway.ws_url(&id), tcp).await.unwrap();
-    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+    let id = gateway.create(&refs).await;
+    let (mut ws, snapshot) = gateway.stalled_ws(&id).await;
+    assert_eq!(snapshot["type"], "snapshot");
 
     let mut last: HashMap<String, f64> = HashMap::new();
     let mut round = 0u32;
     let mut publish_round = async |last: &mut HashMap<String, f64>| {
         round += 1;
         let batch = price_round(&tickers, round, last);
-        let r = http.post(format!("{}/api/v1/prices", gateway.base)).json(&batch).send().await.unwrap();
-        assert_eq!(r.status(), StatusCode::ACCEPTED);
+        let (status, _) = gateway.post("/api/v1/prices", batch).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
     };
-    let sent = async || metric(&gateway.base, "tickstream_ws_messages_sent_total").await;
+    let sent = async || gateway.counter("tickstream_ws_messages_sent_total").await;
     let blocked = publish_until_writer_blocks(async || publish_round(&mut last).await, sent).await;
     assert!(blocked, "the gateway's writer never blocked");
 
@@ -503,7 +467,7 @@ async fn stalled_client_behind_a_gateway_is_conflated_on_the_engine() {
         let received =
             async || metric(&engine.metrics, "tickstream_broker_messages_total{kind=\"price\"}").await;
         let published = metric(&engine.metrics, "tickstream_updates_published_total").await;
-        eventually("the engine read every published price", || async { received().await == published }).await;
+        eventually(WAIT, "the engine read every published price", received, |&n| n == published).await;
     };
     // The buffers between the blocked socket and the engine (stream window, send path) take a
     // few more rounds; then the engine's stream stops being polled and every update conflates.
@@ -529,7 +493,7 @@ async fn stalled_client_behind_a_gateway_is_conflated_on_the_engine() {
     let conflated = conflated().await - conflated_before;
     assert_eq!(conflated, 60_000, "the engine conflated {conflated} of 60,000 while the client was stalled");
 
-    let delivered = async || metric(&gateway.base, "tickstream_updates_delivered_total").await;
+    let delivered = async || gateway.counter("tickstream_updates_delivered_total").await;
     let stalled_at = delivered().await;
     read_until_latest(&mut ws, &last).await;
     // What reaches the client after it resumes is what the buffers held, bounded by bytes: the
@@ -550,10 +514,9 @@ async fn feed_role_prices_reach_clients_of_a_gateway() {
     let engine = EngineNode::start(&redis, &[]);
     let gateway = EdgeNode::gateway(&[&engine], &[]);
     let _feed = common::cluster::Node::spawn_feed(&redis, &["--tickers", "20", "--feed-rate", "200"]);
-    let http = reqwest::Client::new();
-    ready(&http, &gateway).await;
-    let id = create(&http, &gateway, &["AAPL", "MSFT"]).await;
-    let (mut ws, _) = connect(&gateway, &id).await;
+    ready(&gateway).await;
+    let id = gateway.create(&["AAPL", "MSFT"]).await;
+    let (mut ws, _) = gateway.ws(&id).await;
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < 2 {
         let msg = next_json(&mut ws).await;

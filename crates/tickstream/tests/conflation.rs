@@ -7,9 +7,8 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{next_json, price_round, publish_until_writer_blocks, read_until_latest, server};
+use common::{price_round, publish_until_writer_blocks, read_until_latest, server};
 use tickstream_api::SessionId;
-use tokio::net::TcpSocket;
 
 // Many tickers make each message large (~55 KB), so the socket buffers fill within a few rounds.
 const TICKERS: usize = 1000;
@@ -22,11 +21,8 @@ async fn stalled_reader_gets_latest_prices_with_bounded_memory() {
     let id = s.create(&refs).await;
     let session = SessionId::parse(&id).unwrap();
     // A small receive window, so the server's socket fills after a few messages.
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let tcp = socket.connect(s.running.addr).await.unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(s.ws_url(&id), tcp).await.unwrap();
-    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
+    let (mut ws, snapshot) = s.stalled_ws(&id).await;
+    assert_eq!(snapshot["type"], "snapshot");
 
     let mut last: HashMap<String, f64> = HashMap::new();
     let mut round = 0u32;

@@ -12,11 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use clap::Parser;
 use common::cluster::{EdgeNode, EngineNode, Node, Redis};
-use common::next_json;
+use common::{Client, WAIT, eventually, next_json};
 use futures::SinkExt;
 use serde_json::{Value, json};
 use tickstream::cli::{Cli, Command as Role};
@@ -241,35 +239,22 @@ fn exported(text: &str, name: &str) -> bool {
 /// Streams one price through a session on an edge node, then closes the socket with 1000, so the
 /// delivery, broker-message and disconnect series exist.
 async fn exercise(edge: &EdgeNode, redis: &Redis) {
-    let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{}/api/v1/sessions", edge.base))
-        .json(&json!({"tickers": ["AAPL"]}))
-        .send()
-        .await
-        .expect("create session")
-        .json()
-        .await
-        .expect("session JSON");
-    let id = created["session_id"].as_str().expect("session_id");
-    let (mut ws, _) = tokio_tungstenite::connect_async(edge.ws_url(id)).await.expect("WebSocket");
-    assert_eq!(next_json(&mut ws).await["type"], "snapshot");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        // Until the node's subscription is in place, a published price reaches nobody.
+    let id = edge.create(&["AAPL"]).await;
+    let (mut ws, snapshot) = edge.ws(&id).await;
+    assert_eq!(snapshot["type"], "snapshot");
+    // Until the node's subscription is in place, a published price reaches nobody: publish
+    // again until one arrives.
+    let price_arrives = async || {
         redis.publish("AAPL", r#"{"ticker":"AAPL","price":101.5}"#).await;
         redis.publish("AAPL", "not a price").await;
-        match tokio::time::timeout(Duration::from_millis(300), next_json(&mut ws)).await {
-            Ok(msg) if msg["type"] == "prices" => break,
-            _ => assert!(Instant::now() < deadline, "no price reached the socket"),
-        }
-    }
+        tokio::time::timeout(Duration::from_millis(300), next_json(&mut ws)).await.ok()
+    };
+    eventually(WAIT, "a price reaching the socket", price_arrives, |msg| {
+        msg.as_ref().is_some_and(|m| m["type"] == "prices")
+    })
+    .await;
     let frame = CloseFrame { code: CloseCode::Normal, reason: "done".into() };
     ws.send(Message::Close(Some(frame))).await.expect("close");
-}
-
-async fn scrape(base: &str) -> String {
-    reqwest::get(format!("{base}/metrics")).await.expect("scrape").text().await.expect("text")
 }
 
 #[tokio::test]
@@ -306,23 +291,20 @@ async fn every_metric_on_the_dashboard_and_in_the_alerts_is_exported_by_its_role
     ];
 
     // Counters of a closed socket land a moment after the close frame: poll a little.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let missing = async || {
         let mut missing = Vec::new();
         for (role, base) in &bases {
-            let text = scrape(base).await;
+            let text = Client::new(base.as_str()).metrics_text().await;
             for (name, (roles, source)) in &wanted {
                 if roles.contains(*role) && !exported(&text, name) {
                     missing.push(format!("{name} (named by {source:?}) on {role}"));
                 }
             }
         }
-        if missing.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not exported:\n{}", missing.join("\n"));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        missing
+    };
+    eventually(WAIT, "every named metric exported (observed: those still missing)", missing, Vec::is_empty)
+        .await;
 }
 
 /// The image's HEALTHCHECK script against real processes: healthy on 200, unhealthy on a

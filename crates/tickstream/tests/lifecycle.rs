@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gauges, IDLE, close_code, next_json, server};
+use common::{Gauges, IDLE, WAIT, close_code, server, stalled_tcp, try_eventually};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use tokio::net::TcpStream;
@@ -54,8 +54,7 @@ async fn client_resets_the_tcp_connection() {
     let tcp = TcpStream::connect(s.running.addr).await.unwrap();
     // Linger 0: closing sends RST instead of FIN.
     socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO)).unwrap();
-    let (mut ws, _) = tokio_tungstenite::client_async(s.ws_url(&id), tcp).await.unwrap();
-    next_json(&mut ws).await;
+    let (ws, _) = s.ws_on(tcp, &id).await;
     s.wait_for(ONE_CLIENT).await;
     drop(ws);
     s.wait_for(DETACHED).await;
@@ -70,7 +69,7 @@ async fn client_that_never_answers_pings() {
     let id = s.create(&["AAPL", "MSFT"]).await;
     // Handshake, then never poll the socket again: tungstenite answers pings only when polled,
     // so this client is as silent as a half-open TCP connection.
-    let (ws, _) = tokio_tungstenite::connect_async(s.ws_url(&id)).await.unwrap();
+    let ws = s.connect(&id).await;
     s.wait_for(DETACHED).await;
     assert_eq!(s.counter("tickstream_ws_disconnects_total{code=\"4408\"}").await, 1);
     assert_eq!(s.counter("tickstream_ws_disconnects_total").await, 1);
@@ -115,7 +114,7 @@ async fn ttl_expiry_of_never_connected_and_detached_sessions() {
     s.wait_for(IDLE).await;
     for id in [never, detached] {
         assert_eq!(s.get(&format!("/api/v1/sessions/{id}")).await.0, StatusCode::NOT_FOUND);
-        let err = tokio_tungstenite::connect_async(s.ws_url(&id)).await.unwrap_err();
+        let err = s.try_connect(&id).await.unwrap_err();
         assert!(err.to_string().contains("404"), "{err}");
     }
 }
@@ -225,8 +224,7 @@ async fn trickled_request_body_times_out_with_408() {
 async fn unread_responses_do_not_hold_a_connection_forever() {
     use tokio::io::AsyncWriteExt;
     let s = server(&["--write-timeout", "200ms"]).await;
-    let conn = TcpStream::connect(s.running.addr).await.unwrap();
-    socket2::SockRef::from(&conn).set_recv_buffer_size(4096).unwrap();
+    let conn = stalled_tcp(s.running.addr).await;
     let (_read_half, mut write_half) = conn.into_split();
     let writer = tokio::spawn(async move {
         let request = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -236,18 +234,18 @@ async fn unread_responses_do_not_hold_a_connection_forever() {
             }
         }
     });
-    // The server's gauge counts this connection, then drops it once the write stall expires.
-    let text = |s: String| common::metric_sum(&s, "tickstream_http_connections");
+    // The server's gauge counts this connection, then drops it once the write stall expires:
+    // observed as (open now, seen open before).
     let mut saw_open = false;
-    for _ in 0..200 {
+    let open = async || {
         // Scrapes use their own (short-lived) connection: subtract it.
-        let open = text(s.metrics_text().await) - 1;
+        let open = s.counter("tickstream_http_connections").await - 1;
         saw_open |= open >= 1;
-        if saw_open && open == 0 {
-            writer.abort();
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        (open, saw_open)
+    };
+    let closed = try_eventually(WAIT, open, |&(open, saw_open)| saw_open && open == 0).await;
+    writer.abort();
+    if let Err((_, saw_open)) = closed {
+        panic!("the stalled connection was never closed (saw it open: {saw_open})");
     }
-    panic!("the stalled connection was never closed (saw it open: {saw_open})");
 }

@@ -33,7 +33,9 @@ fn load_args(base: &str, extra: &[&str]) -> LoadArgs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compressed_profile_matches_the_servers_counters() {
-    let s = server(&["--session-ttl", "300ms"]).await;
+    // The TTL only has to end the sessions after the run (IDLE); a short one made a session
+    // expire between its creation and its WebSocket on a loaded machine (ws_http_404).
+    let s = server(&["--session-ttl", "3s"]).await;
     let r = tickstream_load::run::run(&load_args(&s.base, &[])).await.expect("run");
     s.wait_for(IDLE).await;
     let m = s.metrics_text().await;
@@ -58,7 +60,7 @@ async fn a_compressed_profile_matches_the_servers_counters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abrupt_users_leave_without_a_close_frame_and_thresholds_judge_the_run() {
-    let s = server(&["--session-ttl", "300ms"]).await;
+    let s = server(&["--session-ttl", "3s"]).await;
     let mut args =
         load_args(&s.base, &["--abrupt", "--threshold", "errors==0", "--threshold", "p50_latency<0ms"]);
     args.publish_rate = 0;

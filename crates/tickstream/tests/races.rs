@@ -30,27 +30,22 @@ async fn creations_racing_deletions_expiries_and_attaches() {
                 }
                 // Attach, and race a delete against the stream.
                 1 => {
-                    let ws = tokio_tungstenite::connect_async(s.ws_url(&id)).await;
+                    let ws = s.try_connect(&id).await;
                     let deleted = s.delete(&format!("/api/v1/sessions/{id}")).await;
                     assert!(deleted == StatusCode::NO_CONTENT || deleted == StatusCode::NOT_FOUND);
-                    if let Ok((mut ws, _)) = ws {
+                    if let Ok(mut ws) = ws {
                         while let Some(Ok(_)) = ws.next().await {}
                     }
                 }
                 // Two attaches racing each other, then the client vanishes: expiry cleans up.
                 2 => {
-                    let url = s.ws_url(&id);
-                    let (a, b) = tokio::join!(
-                        tokio_tungstenite::connect_async(url.clone()),
-                        tokio_tungstenite::connect_async(url)
-                    );
+                    let (a, b) = tokio::join!(s.try_connect(&id), s.try_connect(&id));
                     drop((a, b));
                 }
                 // Delete racing an attach.
                 3 => {
                     let path = format!("/api/v1/sessions/{id}");
-                    let (_, ws) =
-                        tokio::join!(s.delete(&path), tokio_tungstenite::connect_async(s.ws_url(&id)));
+                    let (_, ws) = tokio::join!(s.delete(&path), s.try_connect(&id));
                     drop(ws);
                 }
                 // Never connected: expiry cleans up.

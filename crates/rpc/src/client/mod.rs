@@ -71,17 +71,20 @@ pub struct RemoteConfig {
 }
 
 impl RemoteConfig {
+    /// The documented defaults, with no engines; the CLI's defaults follow them.
+    pub const DEFAULT: Self = Self {
+        engines: Vec::new(),
+        connections_per_engine: 4,
+        call_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_secs(1),
+        keepalive_interval: Duration::from_secs(10),
+        keepalive_timeout: Duration::from_secs(5),
+        failover_timeout: Duration::from_secs(10),
+        probe_interval: Duration::from_millis(500),
+    };
+
     pub fn new(engines: Vec<String>) -> Self {
-        Self {
-            engines,
-            connections_per_engine: 4,
-            call_timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(1),
-            keepalive_interval: Duration::from_secs(10),
-            keepalive_timeout: Duration::from_secs(5),
-            failover_timeout: Duration::from_secs(10),
-            probe_interval: Duration::from_millis(500),
-        }
+        Self { engines, ..Self::DEFAULT }
     }
 }
 

@@ -1,19 +1,20 @@
 //! Several nodes on one machine, as an operator runs them: a real `redis-server` on a free port
 //! (no persistence, so a restart forgets everything), and `tickstream engine` / `gateway` /
 //! `serve --redis` processes of the real binary, which a test can SIGKILL. Every process is
-//! killed when its handle drops, so a failing test leaves nothing running.
+//! killed when its handle drops, so a failing test leaves nothing running. An [`EdgeNode`]
+//! dereferences to the [`Client`] every test uses for an in-process node too.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::ops::Deref;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use redis::aio::MultiplexedConnection;
 
-use super::metric_sum;
+use super::client::Client;
+use super::eventually::{WAIT, try_eventually};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
@@ -56,22 +57,27 @@ impl Redis {
             .spawn()
             .expect("redis-server is installed (apt-get install -y redis-server; .ci/run does it)");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(client) = redis::Client::open(self.url.as_str())
+        #[derive(Debug, PartialEq)]
+        enum Start {
+            Starting,
+            Answering,
+            Exited,
+        }
+        let url = self.url.as_str();
+        let child = &mut self.child;
+        let probe = async || {
+            if let Ok(client) = redis::Client::open(url)
                 && let Ok(mut c) = client.get_multiplexed_async_connection().await
                 && redis::cmd("PING").query_async::<String>(&mut c).await.is_ok()
             {
-                return true;
+                return Start::Answering;
             }
-            if let Some(child) = &mut self.child
-                && child.try_wait().ok().flatten().is_some()
-            {
-                return false;
+            match child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(_))) => Start::Exited,
+                _ => Start::Starting,
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+        };
+        try_eventually(Duration::from_secs(5), probe, |s| *s != Start::Starting).await == Ok(Start::Answering)
     }
 
     /// SIGKILL: the server and everything it held are gone.
@@ -233,11 +239,12 @@ impl EngineNode {
     }
 }
 
-/// `tickstream gateway` or `tickstream serve --redis` on a free port.
+/// `tickstream gateway` or `tickstream serve` on a free port; it dereferences to its [`Client`].
 pub struct EdgeNode {
     pub node: Node,
     pub addr: String,
     pub base: String,
+    pub client: Client,
 }
 
 impl EdgeNode {
@@ -254,34 +261,48 @@ impl EdgeNode {
         Self::from(Node::spawn(&args, 1))
     }
 
+    /// `tickstream serve --listen <listen>` plus `extra`, without Redis: a single node of the
+    /// real binary, on a port a test can restart it on.
+    pub fn serve_on(listen: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["serve", "--listen", listen];
+        args.extend_from_slice(extra);
+        Self::from(Node::spawn(&args, 1))
+    }
+
     fn from(node: Node) -> Self {
         let addr = node.addr_after("listening on http://");
-        Self { base: format!("http://{addr}"), addr, node }
+        let client = Client::new(format!("http://{addr}"));
+        Self { base: client.base.clone(), addr, node, client }
     }
 
     pub fn ws_url(&self, id: &str) -> String {
-        format!("ws://{}/ws?session_id={id}", self.addr)
+        self.client.ws_url(id)
+    }
+}
+
+impl Deref for EdgeNode {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
     }
 }
 
 /// Scrapes a node's `/metrics` and sums the samples of `prefix`.
 pub async fn metric(base: &str, prefix: &str) -> i64 {
-    let text = reqwest::get(format!("{base}/metrics")).await.expect("metrics").text().await.expect("text");
-    metric_sum(&text, prefix)
+    Client::new(base).counter(prefix).await
 }
 
 /// Polls `check` until it holds (10 s at most); the message names what never happened.
+///
+/// Superseded by [`super::eventually::eventually`], which also reports the last value seen;
+/// kept for the tests written against it.
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if try_eventually(WAIT, async || check().await, |&held| held).await.is_err() {
+        panic!("never happened: {what}");
     }
-    panic!("never happened: {what}");
 }

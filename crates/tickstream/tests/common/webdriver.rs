@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use serde_json::{Value, json};
+
+use super::eventually::try_eventually;
 
 /// W3C name of the key that carries an element reference in a response.
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -110,18 +110,20 @@ impl Browser {
     }
 
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(r) = self.http.get(format!("{}/status", self.base)).send().await
+        let (http, status_url, driver) = (&self.http, format!("{}/status", self.base), &mut self.driver);
+        // Ready (`None`), or the driver's exit status if it died while starting.
+        let probe = async || -> Option<Option<std::process::ExitStatus>> {
+            if let Ok(r) = http.get(&status_url).send().await
                 && r.status().is_success()
             {
-                return;
+                return Some(None);
             }
-            if let Ok(Some(status)) = self.driver.try_wait() {
-                panic!("chromedriver exited at start: {status}");
-            }
-            assert!(Instant::now() < deadline, "chromedriver not ready within 10 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            driver.try_wait().ok().flatten().map(Some)
+        };
+        match try_eventually(Duration::from_secs(10), probe, Option::is_some).await {
+            Ok(Some(Some(status))) => panic!("chromedriver exited at start: {status}"),
+            Ok(_) => {}
+            Err(_) => panic!("chromedriver not ready within 10 s"),
         }
     }
 
@@ -150,19 +152,15 @@ impl Browser {
     /// Polls `script` until it returns something truthy; fails after `timeout` with `what` and
     /// the page's status line and rows.
     pub async fn wait_for(&self, what: &str, timeout: Duration, script: &str, args: Value) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let v = self.exec(script, args.clone()).await;
-            let truthy = match &v {
-                Value::Null | Value::Bool(false) => false,
-                Value::String(s) => !s.is_empty(),
-                Value::Number(n) => n.as_f64() != Some(0.0),
-                _ => true,
-            };
-            if truthy {
-                return v;
-            }
-            if Instant::now() >= deadline {
+        let truthy = |v: &Value| match v {
+            Value::Null | Value::Bool(false) => false,
+            Value::String(s) => !s.is_empty(),
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            _ => true,
+        };
+        match try_eventually(timeout, async || self.exec(script, args.clone()).await, truthy).await {
+            Ok(v) => v,
+            Err(last) => {
                 let page = self
                     .exec(
                         "return document.getElementById('status').innerText + ' | ' + \
@@ -171,9 +169,8 @@ impl Browser {
                         json!([]),
                     )
                     .await;
-                panic!("timed out after {timeout:?} waiting for {what}; page: {page}");
+                panic!("timed out after {timeout:?} waiting for {what}; last observed: {last}; page: {page}");
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
