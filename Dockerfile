@@ -39,6 +39,8 @@ EXPOSE 8080 50051 9090
 USER tickstream:tickstream
 # /healthz of whichever port this role serves: 8080 (serve, gateway), else 9090 (engine, feed).
 # A gateway with no engine answers 503 and so is unhealthy, which is what an orchestrator needs.
+# Liveness, not /readyz: swarm restarts unhealthy tasks, and an engine must not be restarted
+# because Redis is away (it reconnects by itself). Balancers and readiness probes use /readyz.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/tickstream-healthcheck"]
 # Exec form: tickstream is PID 1 and receives SIGTERM itself; it installs SIGTERM/SIGINT

@@ -9,7 +9,7 @@
 //! - [`limits`]: per-client limits (sessions, WebSockets, creation and publish rates, HTTP
 //!   connections per IP) and who a client is;
 //! - [`close`]: typed close codes; [`error`]: the HTTP error shape and each code's status;
-//! - [`ops`]: `/metrics` and `/healthz`, shared with the roles that have no edge;
+//! - [`ops`]: `/metrics`, `/healthz` and `/readyz`, shared with the roles that have no edge;
 //! - [`web`]: the price board page at `GET /`, the reference browser client.
 //!
 //! The gateway reaches the engine only through [`MonitoringService`], so the same code serves an
@@ -77,6 +77,8 @@ impl<S> std::fmt::Debug for AppState<S> {
 #[derive(Debug)]
 pub struct Gateway<S> {
     state: AppState<S>,
+    /// `/readyz` checks beyond the edge's own (draining, the service's `ready()`).
+    readiness: ops::Readiness,
 }
 
 impl<S: MonitoringService> Gateway<S> {
@@ -101,12 +103,31 @@ impl<S: MonitoringService> Gateway<S> {
                 permits,
                 limits,
             },
+            readiness: ops::Readiness::new(),
         })
+    }
+
+    /// Adds `/readyz` checks the edge cannot know, e.g. the broker's connection.
+    #[must_use]
+    pub fn with_readiness(mut self, readiness: ops::Readiness) -> Self {
+        self.readiness = self.readiness.and(&readiness);
+        self
+    }
+
+    /// What `/readyz` asks: not draining, the service ready (on a gateway: an engine answers),
+    /// then the checks of [`Gateway::with_readiness`].
+    pub fn readiness(&self) -> ops::Readiness {
+        let service = Arc::clone(&self.state.service);
+        ops::Readiness::new()
+            .draining(self.state.shutdown.clone())
+            .check(move || (!service.ready()).then_some(ops::NotReady::NoEngine))
+            .and(&self.readiness)
     }
 
     /// All routes.
     pub fn router(&self) -> Router {
         let cfg = &self.state.config;
+        let readiness = self.readiness();
         Router::new()
             .route("/", get(web::index))
             .route(
@@ -121,6 +142,13 @@ impl<S: MonitoringService> Gateway<S> {
             .route("/api/v1/tickers", get(rest::list_tickers::<S>))
             .route("/ws", get(upgrade::ws_upgrade::<S>))
             .route("/healthz", get(rest::healthz::<S>))
+            .route(
+                "/readyz",
+                get(move || {
+                    let readiness = readiness.clone();
+                    async move { readiness.response() }
+                }),
+            )
             .route("/metrics", get(rest::metrics::<S>))
             .fallback(rest::not_found)
             .method_not_allowed_fallback(rest::method_not_allowed)

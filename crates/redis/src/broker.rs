@@ -6,6 +6,7 @@
 //! node's sink and listener.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use foldhash::fast::RandomState;
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     subs: Mutex<Subscriptions>,
     /// Wakes the subscriber task when what is wanted changed.
     pub changed: Notify,
+    /// The Pub/Sub connection is up (connected, control channel subscribed): readiness.
+    subscriber_connected: AtomicBool,
     /// Bumped whenever the confirmed set grows; snapshot reads wait on it.
     confirmed: watch::Sender<u64>,
     published_symbols: Mutex<HashSet<Ticker, RandomState>>,
@@ -94,6 +97,7 @@ impl RedisBroker {
             listener: OnceLock::new(),
             subs: Mutex::default(),
             changed: Notify::new(),
+            subscriber_connected: AtomicBool::new(false),
             confirmed: watch::Sender::new(0),
             published_symbols: Mutex::default(),
             config,
@@ -115,6 +119,13 @@ impl RedisBroker {
     pub async fn ping(&self) -> Result<(), BrokerError> {
         let mut conn = self.shared.commands.clone();
         redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop).map_err(unavailable)
+    }
+
+    /// Whether the Pub/Sub connection is up now: prices from Redis reach this node. False from
+    /// the start until the first connection, and from a lost connection until the next; cheap
+    /// (an atomic), for `/readyz`.
+    pub fn is_connected(&self) -> bool {
+        self.shared.subscriber_connected.load(Ordering::Relaxed)
     }
 
     /// Tickers whose subscription Redis has confirmed on the current connection.
@@ -161,8 +172,14 @@ impl Shared {
         self.confirmed.send_modify(|n| *n += 1);
     }
 
+    /// The Pub/Sub connection is up.
+    pub fn connected(&self) {
+        self.subscriber_connected.store(true, Ordering::Relaxed);
+    }
+
     /// The Pub/Sub connection is gone, and every subscription with it.
     pub fn connection_lost(&self) {
+        self.subscriber_connected.store(false, Ordering::Relaxed);
         self.subs.lock().connection_lost();
         self.metrics.broker_subscriptions.set(0);
     }

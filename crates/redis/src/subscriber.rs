@@ -37,6 +37,7 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
                     }
                 }
                 connected_before = true;
+                shared.connected();
                 serve_connection(&shared, &mut sink, &mut stream, &shutdown).await
             }
         };

@@ -26,6 +26,8 @@ pub enum Command {
     Feed(FeedArgs),
     /// Load generator: virtual users that create sessions and hold WebSockets, in k6-like stages.
     Load(tickstream_load::LoadArgs),
+    /// Config files: `config print <role> [flags…]` shows a role's effective settings.
+    Config(crate::config_file::ConfigArgs),
 }
 
 pub use tickstream_telemetry::logging::LogFormat;
@@ -147,6 +149,10 @@ pub struct SimOpts {
 /// Options every role has.
 #[derive(Debug, Clone, Args)]
 pub struct CommonOpts {
+    /// TOML file of settings, keyed by long flag names (see `config_file`); flags and env vars
+    /// win over it.
+    #[arg(long, env = "TICKSTREAM_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// On SIGINT/SIGTERM, how long to wait for connections and streams to close.
     #[arg(long, env = "TICKSTREAM_SHUTDOWN_TIMEOUT", value_parser = duration,
           default_value = duration_default!(GatewayConfig::DEFAULT.shutdown_timeout))]

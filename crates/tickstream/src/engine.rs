@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tickstream_engine::{Engine, SharedEngine};
+use tickstream_gateway::ops::Readiness;
 use tickstream_rpc::GrpcServerConfig;
 use tickstream_telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
@@ -12,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::EngineArgs;
 use crate::node::{Handle, bind, invalid, spawn_metrics_server};
-use crate::serve::{engine_config, redis_node};
+use crate::serve::{RedisNode, engine_config, redis_node};
 
 /// A running engine.
 #[derive(Debug)]
@@ -35,7 +36,7 @@ pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
-    let (broker, store) =
+    let RedisNode { broker, store, readiness: broker_ready } =
         redis_node(&args.redis, args.sessions.max_symbols, &metrics, &background, &shutdown)?;
     let engine = Engine::new(engine_config(&args.sessions), broker, Arc::clone(&metrics));
     // Served through the cluster layer: sessions live in Redis too, so any engine can take one.
@@ -46,7 +47,11 @@ pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
     let grpc_addr = grpc.local_addr()?;
     let http = bind(args.metrics_listen, false)?;
     let metrics_addr = http.local_addr()?;
-    let metrics_server = spawn_metrics_server(http, Arc::clone(&metrics), shutdown.clone());
+    // The ops server outlives the drain (`/readyz` says `draining`, `/metrics` shows it) and
+    // stops with the role.
+    let stopped = CancellationToken::new();
+    let readiness = Readiness::new().draining(shutdown.clone()).and(&broker_ready);
+    let metrics_server = spawn_metrics_server(http, Arc::clone(&metrics), readiness, stopped.clone());
 
     let config =
         GrpcServerConfig { max_concurrent_streams: args.grpc_max_streams, ..GrpcServerConfig::default() };
@@ -84,6 +89,7 @@ pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
                 tracing::warn!("background tasks still running after the shutdown timeout");
             }
             engine.shutdown();
+            stopped.cancel();
             let _ = metrics_server.await;
         })
     };

@@ -9,6 +9,7 @@
 //! Integration tests start each role through its `start` exactly as `main` does.
 
 pub mod cli;
+pub mod config_file;
 pub mod engine;
 pub mod feed;
 pub mod gateway;

@@ -4,17 +4,22 @@ use std::future::Future;
 use std::io;
 use std::process::ExitCode;
 
-use clap::Parser;
-use tickstream::cli::{Cli, Command, CommonOpts};
+use tickstream::cli::{Command, CommonOpts};
+use tickstream::config_file::{self, ConfigAction, ConfigArgs, ParseError};
 use tickstream::node::Handle;
 use tickstream::{engine, feed, gateway, serve};
 use tickstream_telemetry::logging;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // clap, with the role's config file (if any) under its flags and env vars.
+    let cli = match config_file::parse_from(std::env::args_os()) {
+        Ok(parsed) => parsed.cli,
+        Err(e) => return parse_failed(e),
+    };
     match cli.command {
         Command::Load(args) => load(args).await,
+        Command::Config(args) => config(&args),
         Command::Serve(args) => {
             run(&args.common, serve::start(&args), |r| {
                 // A stable line on stdout for scripts and tests; logs go to stderr.
@@ -107,6 +112,34 @@ async fn run<R: Stoppable>(
             tracing::error!(error = %e, "server failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn parse_failed(e: ParseError) -> ExitCode {
+    match e {
+        ParseError::Clap(e) => e.exit(),
+        ParseError::File(e) => {
+            eprintln!("tickstream: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn config(args: &ConfigArgs) -> ExitCode {
+    match &args.action {
+        ConfigAction::Print(print) => match print.run() {
+            Ok(report) => {
+                print!("{}", report.text);
+                match report.invalid {
+                    None => ExitCode::SUCCESS,
+                    Some(why) => {
+                        eprintln!("tickstream config print: the role would refuse this configuration: {why}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Err(e) => parse_failed(e),
+        },
     }
 }
 

@@ -1,5 +1,5 @@
 //! What every role shares: binding listeners, the gateway settings from flags, the small HTTP
-//! server for `/metrics` and `/healthz` on roles without the gateway, and the handle to a
+//! server for `/metrics`, `/healthz` and `/readyz` on roles without the gateway, and the handle to a
 //! running role.
 
 use std::io;
@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tickstream_gateway::GatewayConfig;
+use tickstream_gateway::ops::Readiness;
 use tickstream_telemetry::Metrics;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
@@ -58,15 +59,17 @@ pub(crate) fn gateway_config(edge: &EdgeOpts, common: &CommonOpts) -> GatewayCon
     }
 }
 
-/// `/metrics` and `/healthz` for the engine and feed roles (the gateway serves its own).
+/// `/metrics`, `/healthz` and `/readyz` for the engine and feed roles (the gateway serves its
+/// own), until `stop`.
 pub(crate) fn spawn_metrics_server(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
+    readiness: Readiness,
+    stop: CancellationToken,
 ) -> JoinHandle<()> {
-    let router = tickstream_gateway::ops::ops_router(metrics);
+    let router = tickstream_gateway::ops::ops_router(metrics, readiness);
     tokio::spawn(async move {
-        let served = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+        let served = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await;
         if let Err(e) = served {
             tracing::error!(error = %e, "metrics server failed");
         }

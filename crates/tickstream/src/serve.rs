@@ -10,6 +10,7 @@ use tickstream_api::MonitoringService;
 use tickstream_broker::{Broker, InMemoryBroker, SessionStore};
 use tickstream_engine::{Engine, EngineConfig, SharedEngine};
 use tickstream_feed::SimulatedFeed;
+use tickstream_gateway::ops::{NotReady, Readiness};
 use tickstream_gateway::{Gateway, GatewayConfig};
 use tickstream_redis::{RedisBroker, RedisConfig};
 use tickstream_telemetry::Metrics;
@@ -57,18 +58,28 @@ pub(crate) fn engine_config(opts: &SessionOpts) -> EngineConfig {
     }
 }
 
-/// A node's Redis broker, as the broker and as the session store (one value, two roles).
+/// A node's Redis broker, as the broker and as the session store (one value, two roles), and
+/// its `/readyz` check (`broker_disconnected` while the Pub/Sub connection is down).
+pub(crate) struct RedisNode {
+    pub broker: Arc<dyn Broker>,
+    pub store: Arc<dyn SessionStore>,
+    pub readiness: Readiness,
+}
+
 pub(crate) fn redis_node(
     url: &str,
     max_symbols: usize,
     metrics: &Arc<Metrics>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
-) -> io::Result<(Arc<dyn Broker>, Arc<dyn SessionStore>)> {
+) -> io::Result<RedisNode> {
     let config = RedisConfig { max_symbols, ..RedisConfig::new(url) };
     let redis = RedisBroker::start(config, Arc::clone(metrics), tracker, shutdown.clone())
         .map_err(|e| invalid(e.to_string()))?;
-    Ok((Arc::new(redis.clone()), Arc::new(redis)))
+    let probe = redis.clone();
+    let readiness =
+        Readiness::new().check(move || (!probe.is_connected()).then_some(NotReady::BrokerDisconnected));
+    Ok(RedisNode { broker: Arc::new(redis.clone()), store: Arc::new(redis), readiness })
 }
 
 /// Binds and starts a `serve` node.
@@ -81,12 +92,15 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
     metrics.observe_runtime(&tokio::runtime::Handle::current());
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
-    let (broker, store): (Arc<dyn Broker>, Option<Arc<dyn SessionStore>>) = match &args.redis {
-        None => (Arc::new(InMemoryBroker::new(args.sessions.max_symbols, Arc::clone(&metrics))), None),
+    // The in-process broker is always connected; Redis' readiness is its subscriber's.
+    let (broker, store, readiness): (Arc<dyn Broker>, Option<Arc<dyn SessionStore>>, _) = match &args.redis {
+        None => {
+            let broker = InMemoryBroker::new(args.sessions.max_symbols, Arc::clone(&metrics));
+            (Arc::new(broker), None, Readiness::new())
+        }
         Some(url) => {
-            let (broker, store) =
-                redis_node(url, args.sessions.max_symbols, &metrics, &background, &shutdown)?;
-            (broker, Some(store))
+            let redis = redis_node(url, args.sessions.max_symbols, &metrics, &background, &shutdown)?;
+            (redis.broker, Some(redis.store), redis.readiness)
         }
     };
     let engine = Engine::new(engine_config(&args.sessions), broker.clone(), Arc::clone(&metrics));
@@ -111,6 +125,7 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
         listener,
         background,
         engine: engine.clone(),
+        readiness,
     };
     let task = match shared {
         Some(shared) => node.serve(Arc::new(shared)),
@@ -127,13 +142,16 @@ struct Node {
     listener: TcpListener,
     background: TaskTracker,
     engine: Engine,
+    readiness: Readiness,
 }
 
 impl Node {
     /// Serves `service` until shutdown, then stops the background tasks and ends every session.
     fn serve<S: MonitoringService>(self, service: Arc<S>) -> io::Result<JoinHandle<()>> {
-        let Self { metrics, config, shutdown, listener, background, engine } = self;
-        let gateway = Gateway::new(service, metrics, config, shutdown).map_err(|e| invalid(e.to_string()))?;
+        let Self { metrics, config, shutdown, listener, background, engine, readiness } = self;
+        let gateway = Gateway::new(service, metrics, config, shutdown)
+            .map_err(|e| invalid(e.to_string()))?
+            .with_readiness(readiness);
         Ok(tokio::spawn(async move {
             gateway.serve(listener).await;
             background.close();

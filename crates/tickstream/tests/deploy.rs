@@ -105,6 +105,7 @@ fn every_compose_command_is_accepted_by_the_binary() {
             Role::Gateway(a) => ("gateway", a.validate()),
             Role::Feed(a) => ("feed", a.validate()),
             Role::Load(_) => ("load", Ok(())),
+            Role::Config(_) => ("config", Ok(())),
         };
         valid.unwrap_or_else(|e| panic!("{name}: `{}` fails validation: {e}", argv.join(" ")));
         *roles.entry(role.to_owned()).or_default() += 1;
