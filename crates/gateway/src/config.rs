@@ -6,6 +6,8 @@ use std::time::Duration;
 use tickstream_api::config;
 use tickstream_api::{ConfigError, TsWindow};
 
+use crate::limits::Cidr;
+
 /// Gateway limits and timings. [`GatewayConfig::DEFAULT`] is the one place their defaults live:
 /// the CLI's flags, `--help` and the README (checked by a test) follow it.
 #[derive(Debug, Clone)]
@@ -45,6 +47,24 @@ pub struct GatewayConfig {
     pub tickers_cache_ttl: Duration,
     /// The `ts` a published price may carry (`invalid_ts` outside it).
     pub ts_window: TsWindow,
+    /// Per-client limits (`limits`); a client is its JWT subject, else its IP.
+    /// Concurrent sessions created through this gateway (429 above it).
+    pub max_sessions_per_client: usize,
+    /// Concurrent WebSockets (429 before upgrading).
+    pub max_ws_per_client: usize,
+    /// Session creations: sustained rate and burst (429 with `Retry-After`).
+    pub session_creates_per_sec: u32,
+    pub session_create_burst: u32,
+    /// `POST /api/v1/prices` requests: sustained rate and burst (429 with `Retry-After`).
+    pub publishes_per_sec: u32,
+    pub publish_burst: u32,
+    /// Concurrent HTTP connections per peer IP, counted at accept; past it a new connection
+    /// is closed at once. Trusted proxies are exempt.
+    pub max_http_connections_per_ip: usize,
+    /// Peers whose `Forwarded` / `X-Forwarded-For` name the client.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Most clients each per-client table tracks (the bound on their memory).
+    pub max_tracked_clients: usize,
 }
 
 impl GatewayConfig {
@@ -67,6 +87,15 @@ impl GatewayConfig {
         max_tickers_listed: 10_000,
         tickers_cache_ttl: Duration::from_secs(1),
         ts_window: TsWindow::DEFAULT,
+        max_sessions_per_client: 100,
+        max_ws_per_client: 100,
+        session_creates_per_sec: 10,
+        session_create_burst: 20,
+        publishes_per_sec: 100,
+        publish_burst: 200,
+        max_http_connections_per_ip: 256,
+        trusted_proxies: Vec::new(),
+        max_tracked_clients: 100_000,
     };
 
     /// Checks the invariants every gateway relies on.
@@ -92,6 +121,14 @@ impl GatewayConfig {
             ("client_msg_burst", self.client_msg_burst as usize),
             ("client_msg_per_sec", self.client_msg_per_sec as usize),
             ("max_prices_per_request", self.max_prices_per_request),
+            ("--max-sessions-per-client", self.max_sessions_per_client),
+            ("--max-ws-per-client", self.max_ws_per_client),
+            ("--session-creates-per-sec", self.session_creates_per_sec as usize),
+            ("--session-create-burst", self.session_create_burst as usize),
+            ("--publishes-per-sec", self.publishes_per_sec as usize),
+            ("--publish-burst", self.publish_burst as usize),
+            ("--max-http-connections-per-ip", self.max_http_connections_per_ip),
+            ("--max-tracked-clients", self.max_tracked_clients),
         ])
     }
 }

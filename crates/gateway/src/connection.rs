@@ -217,9 +217,16 @@ impl<S: MonitoringService> Connection<S> {
                             return Err(Ending::Client(frame.map(|f| u16::from(f.code))));
                         }
                         Some(Ok(Message::Binary(_))) => return Err(Ending::Server(CloseCode::Unsupported)),
-                        // tungstenite answers pings itself; pongs only refresh the deadline. Raw
-                        // frames are never produced by reads.
-                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                        // tungstenite answers pings itself, so each one costs a write: control
+                        // frames count against the inbound limit like messages (a ping flood
+                        // was answered 20,000 times in 3 s). Raw frames are never produced by reads.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                            if !inbound.take() {
+                                return Err(Ending::Server(CloseCode::PolicyViolation));
+                            }
+                            continue;
+                        }
+                        Some(Ok(Message::Frame(_))) => continue,
                         Some(Ok(Message::Text(text))) => text,
                     };
                     if !inbound.take() {

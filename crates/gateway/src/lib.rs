@@ -9,6 +9,8 @@
 //! - [`protocol`]: the WebSocket JSON messages, as pure functions;
 //! - [`upgrade`]: `GET /ws`: the opening handshake, the connection permit, the connection task;
 //! - `config`: [`GatewayConfig`], its defaults and invariants;
+//! - [`limits`]: per-client limits (sessions, WebSockets, creation and publish rates, HTTP
+//!   connections per IP) and who a client is;
 //! - [`close`]: typed close codes; [`error`]: the HTTP error shape and each code's status;
 //! - [`ops`]: `/metrics`, `/healthz` and `/readyz`, shared with the roles that have no edge;
 //! - [`web`]: the price board page at `GET /`, the reference browser client.
@@ -34,6 +36,7 @@ mod config;
 pub mod connection;
 pub mod edge_tls;
 pub mod error;
+pub mod limits;
 pub mod listing;
 pub mod ops;
 pub mod origin;
@@ -59,6 +62,7 @@ pub struct AppState<S> {
     pub auth: Arc<auth::Auth>,
     /// The cached `GET /api/v1/tickers` (see `listing`).
     pub listing: Arc<listing::TickersCache>,
+    pub limits: Arc<limits::Limits>,
 }
 
 impl<S> Clone for AppState<S> {
@@ -72,6 +76,7 @@ impl<S> Clone for AppState<S> {
             permits: Arc::clone(&self.permits),
             auth: Arc::clone(&self.auth),
             listing: Arc::clone(&self.listing),
+            limits: Arc::clone(&self.limits),
         }
     }
 }
@@ -103,6 +108,7 @@ impl<S: MonitoringService> Gateway<S> {
         config.validate()?;
         let permits = Arc::new(Semaphore::new(config.max_connections));
         let listing = Arc::new(listing::TickersCache::new(config.tickers_cache_ttl));
+        let limits = Arc::new(limits::Limits::new(&config));
         Ok(Self {
             state: AppState {
                 service,
@@ -113,6 +119,7 @@ impl<S: MonitoringService> Gateway<S> {
                 permits,
                 auth: Arc::new(auth::Auth::off()),
                 listing,
+                limits,
             },
             readiness: ops::Readiness::new(),
             tls: None,
@@ -197,6 +204,7 @@ impl<S: MonitoringService> Gateway<S> {
             router: self.router(),
             metrics: state.metrics.clone(),
             shutdown: state.shutdown.clone(),
+            limits: state.limits.clone(),
             max_connections: cfg.max_http_connections,
             header_timeout: cfg.http_header_timeout,
             // Longer than the WebSocket loop's own write deadline, which must fire first (4008).

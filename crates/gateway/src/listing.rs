@@ -130,6 +130,7 @@ mod tests {
             permits: Arc::new(Semaphore::new(1)),
             listing: Arc::new(TickersCache::new(Duration::from_secs(1))),
             auth: Arc::default(),
+            limits: Arc::new(crate::limits::Limits::new(&GatewayConfig::default())),
         };
         let cache = TickersCache::new(Duration::from_secs(1));
         let list = || async {

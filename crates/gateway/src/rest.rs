@@ -13,13 +13,14 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tickstream_api::{
-    ErrorCode, MonitoringService, SessionId, SessionInfo, StartRequest, Tick, Ticker, normalize_tickers,
-    now_ms,
+    ErrorCode, MonitoringService, ServiceError, SessionId, SessionInfo, StartRequest, Tick, Ticker,
+    normalize_tickers, now_ms,
 };
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::limits::Client;
 
 // Unknown fields are refused: a typo (`max_rate`) must not silently mean "no rate cap".
 #[derive(Debug, Deserialize)]
@@ -33,16 +34,23 @@ pub struct CreateSession {
 pub async fn create_session<S: MonitoringService>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    Client(client): Client,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let req: CreateSession = json_body(&headers, body, st.config.session_body_limit)?;
     let tickers = normalize_tickers(&req.tickers)?;
+    // After validation (a malformed request costs no token), before anything is created.
+    let slot = match st.limits.reserve_session(&*st.service, &client).await {
+        Ok(slot) => slot,
+        Err(limited) => return Ok(limited.into_response()),
+    };
     let info = st
         .service
         .start_monitoring(StartRequest { tickers, max_rate_hz: req.max_rate_hz, owner: caller.owner() })
         .await?;
+    slot.commit(info.id);
     st.metrics.session_create.observe(started.elapsed().as_secs_f64());
     let body = json!({
         "session_id": info.id.to_string(),
@@ -59,7 +67,7 @@ pub async fn get_session<S: MonitoringService>(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(ApiError::session_not_found)?;
-    let info = st.service.session(id).await?;
+    let info = st.service.session(id).await.inspect_err(|e| gone(&st, id, e))?;
     // Another subject's session does not exist, as far as this caller can tell.
     if !caller.may_act_on(info.owner.as_deref()) {
         return Err(ApiError::session_not_found());
@@ -81,6 +89,13 @@ pub(crate) async fn check_owner<S: MonitoringService>(
     if caller.may_act_on(info.owner.as_deref()) { Ok(()) } else { Err(ApiError::session_not_found()) }
 }
 
+/// A session the engine does not know gives its creator's slot back (`limits::sessions`).
+fn gone<S>(st: &AppState<S>, id: SessionId, e: &ServiceError) {
+    if matches!(e, ServiceError::SessionNotFound) {
+        st.limits.session_gone(id);
+    }
+}
+
 fn session_json(info: &SessionInfo) -> Value {
     let created = std::time::UNIX_EPOCH + std::time::Duration::from_millis(info.created_at_ms);
     json!({
@@ -100,7 +115,8 @@ pub async fn delete_session<S: MonitoringService>(
 ) -> Result<StatusCode, ApiError> {
     let id = SessionId::parse(&id).ok_or_else(ApiError::session_not_found)?;
     check_owner(&*st.service, &caller, id).await?;
-    st.service.end_session(id).await?;
+    st.service.end_session(id).await.inspect_err(|e| gone(&st, id, e))?;
+    st.limits.session_gone(id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -117,9 +133,14 @@ struct PriceIn {
 /// published, so a request is applied whole or not at all.
 pub async fn publish_prices<S: MonitoringService>(
     State(st): State<AppState<S>>,
+    Client(client): Client,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // Before the body is parsed: a flood of large bodies is refused at the cost of a lookup.
+    if let Err(limited) = st.limits.publish(&client) {
+        return Ok(limited.into_response());
+    }
     let value: Value = json_body(&headers, body, st.config.prices_body_limit)?;
     let items = match value {
         Value::Array(items) => items,
@@ -273,6 +294,7 @@ mod tests {
                 permits: Arc::new(Semaphore::new(1)),
                 auth: Arc::default(),
                 listing: Arc::new(crate::listing::TickersCache::new(std::time::Duration::from_secs(1))),
+                limits: Arc::new(crate::limits::Limits::new(&GatewayConfig::default())),
             };
             async move {
                 let response = list_tickers(State(st)).await.unwrap();

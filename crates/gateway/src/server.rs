@@ -9,6 +9,9 @@
 //!   header timeout; the body and the handler get the same budget (`Gateway::router`);
 //! - a write that makes no progress for the write timeout fails the connection ([`StallGuard`]);
 //! - with edge TLS, the handshake must also finish within the header timeout ([`EdgeTls`]).
+//! - an IP holding `--max-http-connections-per-ip` has its next connection closed at once
+//!   (no response: a client hoarding connections is not reading answers), and every request
+//!   carries its peer address (`ConnectInfo`) for the per-client limits (`limits`).
 
 use std::future::Future;
 use std::io;
@@ -30,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::edge_tls::EdgeTls;
+use crate::limits::{Limits, WithPeer};
 
 /// What the accept loop needs.
 #[derive(Debug)]
@@ -37,6 +41,7 @@ pub(crate) struct Accept {
     pub router: Router,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
+    pub limits: Arc<Limits>,
     pub max_connections: usize,
     /// Time allowed for a request's headers, and for an idle keep-alive connection's next request.
     pub header_timeout: Duration,
@@ -63,10 +68,10 @@ impl Accept {
                     Err(_) => break,
                 },
             };
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 () = self.shutdown.cancelled() => break,
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         tokio::select! {
                             () = self.shutdown.cancelled() => break,
@@ -75,11 +80,15 @@ impl Accept {
                     }
                 },
             };
+            let Some(per_ip) = self.limits.http_connection(peer.ip()) else {
+                // Dropping the stream closes it; the permit goes back with it.
+                continue;
+            };
             // Prices are small and latency-bound: never wait for Nagle.
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "TCP_NODELAY failed");
             }
-            let service = TowerToHyperService::new(self.router.clone());
+            let service = TowerToHyperService::new(WithPeer::new(self.router.clone(), peer));
             let shutdown = self.shutdown.clone();
             let (header_timeout, drain) = (self.header_timeout, self.drain);
             let io = StallGuard::new(stream, self.write_stall);
@@ -88,6 +97,7 @@ impl Accept {
             let metrics = Arc::clone(&self.metrics);
             connections.spawn(async move {
                 let _permit = permit;
+                let _per_ip = per_ip;
                 let _open = open;
                 let http = Http { service, shutdown, header_timeout, drain };
                 match tls {
@@ -117,7 +127,7 @@ impl Accept {
 /// One accepted connection's HTTP/1.1 server, over plain TCP or TLS (generic, so the plain path
 /// is exactly what it was before TLS existed).
 struct Http {
-    service: TowerToHyperService<Router>,
+    service: TowerToHyperService<WithPeer>,
     shutdown: CancellationToken,
     header_timeout: Duration,
     drain: Duration,

@@ -22,8 +22,10 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use crate::AppState;
 use crate::auth::{Caller, StreamAuth};
+use crate::close::{CloseCode, Ending};
 use crate::connection::Connection;
 use crate::error::ApiError;
+use crate::limits::Client;
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
@@ -35,6 +37,7 @@ pub struct WsQuery {
 pub async fn ws_upgrade<S: MonitoringService>(
     State(st): State<AppState<S>>,
     caller: Caller,
+    Client(client): Client,
     query: Result<Query<WsQuery>, QueryRejection>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
@@ -54,6 +57,11 @@ pub async fn ws_upgrade<S: MonitoringService>(
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::new(ErrorCode::TooManyConnections, "connection limit reached"))?;
+    // This client's share, held (like the permit) until the connection task ends.
+    let per_client = match st.limits.websocket(&client) {
+        Ok(slot) => slot,
+        Err(limited) => return Ok(limited.into_response()),
+    };
     let session = SessionId::parse(&raw).ok_or_else(ApiError::session_not_found)?;
     // Before attaching: attaching replaces the owner's own socket (4409).
     crate::rest::check_owner(&*st.service, &caller, session).await?;
@@ -66,7 +74,11 @@ pub async fn ws_upgrade<S: MonitoringService>(
         _ => None,
     };
     // Attaching here replaces (4409) any older socket of the session before this one upgrades.
-    let mut updates = st.service.stream_price_updates(session).await?;
+    let mut updates = st.service.stream_price_updates(session).await.inspect_err(|e| {
+        if matches!(e, tickstream_api::ServiceError::SessionNotFound) {
+            st.limits.session_gone(session);
+        }
+    })?;
     let cfg = &st.config;
     let ws_config = WebSocketConfig::default()
         .read_buffer_size(cfg.read_buffer_size)
@@ -86,9 +98,11 @@ pub async fn ws_upgrade<S: MonitoringService>(
     let response = handshake.response();
     let on_upgrade = handshake.on_upgrade;
     let metrics = st.metrics.clone();
+    let limits = st.limits.clone();
     st.tracker.spawn(async move {
         let _task = metrics.task("ws_connection");
         let _permit = permit;
+        let _per_client = per_client;
         // Resolves once hyper has sent the 101 and handed over the connection; fails if the
         // client went away first (then `updates` drops here and the session detaches).
         let upgraded = match on_upgrade.await {
@@ -99,6 +113,9 @@ pub async fn ws_upgrade<S: MonitoringService>(
         let mut socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
         let ending = connection.run(&mut socket, &mut updates).await;
+        if ending == Ending::Server(CloseCode::SessionEnded) {
+            limits.session_gone(session);
+        }
         tracing::debug!(session = %tickstream_auth::fingerprint(session.to_string()), ?ending, "websocket closed");
     });
     Ok(response)

@@ -96,6 +96,37 @@ pub struct EdgeOpts {
     #[arg(long, env = "TICKSTREAM_MAX_TICK_AGE", value_parser = duration,
           default_value = duration_default!(GatewayConfig::DEFAULT.ts_window.max_age))]
     pub max_tick_age: Duration,
+    /// Per-client limits: a client is its JWT subject, else its IP (see --trusted-proxies).
+    /// Concurrent sessions one client may hold through this gateway (429 rate_limited above).
+    #[arg(long, env = "TICKSTREAM_MAX_SESSIONS_PER_CLIENT", default_value_t = GatewayConfig::DEFAULT.max_sessions_per_client)]
+    pub max_sessions_per_client: usize,
+    /// Concurrent WebSockets one client may hold (429 rate_limited above).
+    #[arg(long, env = "TICKSTREAM_MAX_WS_PER_CLIENT", default_value_t = GatewayConfig::DEFAULT.max_ws_per_client)]
+    pub max_ws_per_client: usize,
+    /// Session creations per second per client, sustained (429 with Retry-After above).
+    #[arg(long, env = "TICKSTREAM_SESSION_CREATES_PER_SEC", default_value_t = GatewayConfig::DEFAULT.session_creates_per_sec)]
+    pub session_creates_per_sec: u32,
+    /// Session creations one client may make at once before the rate applies.
+    #[arg(long, env = "TICKSTREAM_SESSION_CREATE_BURST", default_value_t = GatewayConfig::DEFAULT.session_create_burst)]
+    pub session_create_burst: u32,
+    /// Price-publish requests per second per client, sustained (429 with Retry-After above).
+    #[arg(long, env = "TICKSTREAM_PUBLISHES_PER_SEC", default_value_t = GatewayConfig::DEFAULT.publishes_per_sec)]
+    pub publishes_per_sec: u32,
+    /// Price-publish requests one client may make at once before the rate applies.
+    #[arg(long, env = "TICKSTREAM_PUBLISH_BURST", default_value_t = GatewayConfig::DEFAULT.publish_burst)]
+    pub publish_burst: u32,
+    /// Concurrent HTTP connections per peer IP, counted at accept; past it new ones are closed
+    /// at once. Trusted proxies are exempt.
+    #[arg(long, env = "TICKSTREAM_MAX_HTTP_CONNECTIONS_PER_IP", default_value_t = GatewayConfig::DEFAULT.max_http_connections_per_ip)]
+    pub max_http_connections_per_ip: usize,
+    /// Comma-separated CIDRs of reverse proxies whose Forwarded / X-Forwarded-For headers name
+    /// the client (the right-most untrusted address). None by default: headers are ignored.
+    #[arg(long, env = "TICKSTREAM_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<tickstream_gateway::limits::Cidr>,
+    /// Most clients each per-client limit table tracks (bounds their memory; the least recently
+    /// active are forgotten past it).
+    #[arg(long, env = "TICKSTREAM_MAX_TRACKED_CLIENTS", default_value_t = GatewayConfig::DEFAULT.max_tracked_clients)]
+    pub max_tracked_clients: usize,
 }
 
 /// Options of the engine (`serve` and `engine`).

@@ -48,6 +48,15 @@ pub(crate) fn gateway_config(edge: &EdgeOpts, common: &CommonOpts) -> GatewayCon
         max_http_connections: edge.max_http_connections,
         http_header_timeout: edge.http_header_timeout,
         ts_window: TsWindow { max_age: edge.max_tick_age, ..TsWindow::DEFAULT },
+        max_sessions_per_client: edge.max_sessions_per_client,
+        max_ws_per_client: edge.max_ws_per_client,
+        session_creates_per_sec: edge.session_creates_per_sec,
+        session_create_burst: edge.session_create_burst,
+        publishes_per_sec: edge.publishes_per_sec,
+        publish_burst: edge.publish_burst,
+        max_http_connections_per_ip: edge.max_http_connections_per_ip,
+        trusted_proxies: edge.trusted_proxies.clone(),
+        max_tracked_clients: edge.max_tracked_clients,
         ..GatewayConfig::default()
     }
 }

@@ -56,8 +56,9 @@ async fn two_engines_two_gateways(
 ) -> (EngineNode, EngineNode, EdgeNode, EdgeNode) {
     let e1 = EngineNode::start(redis, engine_flags);
     let e2 = EngineNode::start(redis, engine_flags);
-    let ga = EdgeNode::gateway(&[&e1, &e2], &[]);
-    let gb = EdgeNode::gateway(&[&e1, &e2], &[]);
+    // The tests play many clients from 127.0.0.1.
+    let ga = EdgeNode::gateway(&[&e1, &e2], common::NO_CLIENT_LIMITS);
+    let gb = EdgeNode::gateway(&[&e1, &e2], common::NO_CLIENT_LIMITS);
     ready(&ga).await;
     ready(&gb).await;
     (e1, e2, ga, gb)

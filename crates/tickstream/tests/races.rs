@@ -12,7 +12,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creations_racing_deletions_expiries_and_attaches() {
-    let s = std::sync::Arc::new(server(&["--session-ttl", "3s"]).await);
+    let s = std::sync::Arc::new(server(&[&["--session-ttl", "3s"], common::NO_CLIENT_LIMITS].concat()).await);
     let tickers = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA"];
     let mut tasks = Vec::new();
     for i in 0..1000usize {

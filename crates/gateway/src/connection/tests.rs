@@ -528,3 +528,17 @@ async fn more_waiting_requests_than_one_burst_close_with_1008() {
     let closed = tokio::time::timeout(Duration::from_secs(2), h.closed()).await;
     assert_eq!(closed.expect("still open"), (Some(1008), Ending::Server(CloseCode::PolicyViolation)));
 }
+
+/// Control frames count against the inbound limit: tungstenite answers every ping, so a flood of
+/// them would otherwise cost a write each, without limit.
+#[tokio::test(start_paused = true)]
+async fn a_ping_flood_closes_with_1008() {
+    let cfg = GatewayConfig { client_msg_burst: 5, client_msg_per_sec: 1, ..config() };
+    let mut h = harness(cfg, 64).await;
+    h.next().await;
+    for _ in 0..6 {
+        h.client_tx.unbounded_send(Ok(Message::Ping(Default::default()))).unwrap();
+    }
+    let closed = tokio::time::timeout(Duration::from_secs(2), h.closed()).await;
+    assert_eq!(closed.expect("still open"), (Some(1008), Ending::Server(CloseCode::PolicyViolation)));
+}

@@ -43,6 +43,15 @@ impl CallError {
     }
 }
 
+/// Whether a call that timed out may be sent to the next engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Retry {
+    /// Idempotent calls (get, delete, list, update tickers, open a stream).
+    AfterTimeout,
+    /// Calls that would be applied twice ([`Inner::call_once_sent`]).
+    NotAfterTimeout,
+}
+
 /// The mapping of today's wire: what the engine said stays what it said; an engine nobody could
 /// reach is `Unavailable` (503, 1013), worded as `convert::from_status` words a transport failure.
 impl From<CallError> for ServiceError {
@@ -71,7 +80,28 @@ impl Inner {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
-        self.first_taker(order, key, |_| false, f).await.map(|(_, answer)| answer)
+        self.first_taker(order, key, |_| false, Retry::AfterTimeout, f).await.map(|(_, answer)| answer)
+    }
+
+    /// A call that must not be applied twice (create a session, publish prices): like
+    /// [`Inner::call`], but a timeout is final. A timed-out request may have reached the engine
+    /// and be applied later (likewise an engine's own deadline-exceeded or cancelled answer);
+    /// sending it again elsewhere could create a second session, or apply
+    /// an older batch of prices after a newer one. The client gets 503 and decides. Only an
+    /// `Unavailable` failure (refused, unreachable, engine shutting down: the request was never
+    /// taken) moves on; a connection reset after the engine took the request is also reported as
+    /// `Unavailable` and can still repeat it.
+    pub(super) async fn call_once_sent<T, F, Fut>(
+        &self,
+        order: Vec<usize>,
+        key: u64,
+        f: F,
+    ) -> Result<T, CallError>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
+        self.first_taker(order, key, |_| false, Retry::NotAfterTimeout, f).await.map(|(_, answer)| answer)
     }
 
     /// Opens a session's stream on the first engine of its order that takes it (`last`, the
@@ -87,7 +117,8 @@ impl Inner {
             |e: &ServiceError| matches!(e, ServiceError::SessionLimit { .. } | ServiceError::Unavailable(_));
         // No deadline on the request itself: the stream lives as long as its socket. Only
         // getting the answer is bounded (by `call_timeout`, in `first_taker`).
-        self.first_taker(self.order_for(id, last), session_hash(id), passes_on, |mut c| async move {
+        let retry = Retry::AfterTimeout;
+        self.first_taker(self.order_for(id, last), session_hash(id), passes_on, retry, |mut c| async move {
             c.stream_price_updates(Request::new(pb::StreamPriceUpdatesRequest { session_id: id.to_string() }))
                 .await
         })
@@ -102,6 +133,7 @@ impl Inner {
         order: Vec<usize>,
         key: u64,
         passes_on: impl Fn(&ServiceError) -> bool,
+        retry: Retry,
         f: F,
     ) -> Result<(usize, T), CallError>
     where
@@ -117,6 +149,12 @@ impl Inner {
                 }
                 Ok(Err(status)) if is_transport(&status) => {
                     self.mark(idx, false);
+                    // Only `Unavailable` (refused, unreachable, shutting down) says the request
+                    // was not taken; a deadline the engine itself enforced (`grpc-timeout`), a
+                    // cancellation or an internal failure may follow its having been applied.
+                    if retry == Retry::NotAfterTimeout && status.code() != tonic::Code::Unavailable {
+                        return Err(CallError::Transport(status));
+                    }
                     last = CallError::Transport(status);
                 }
                 Ok(Err(status)) if status.code() == tonic::Code::Unauthenticated => {
@@ -131,6 +169,9 @@ impl Inner {
                 },
                 Err(_) => {
                     self.mark(idx, false);
+                    if retry == Retry::NotAfterTimeout {
+                        return Err(CallError::TimedOut);
+                    }
                     last = CallError::TimedOut;
                 }
             }
@@ -226,13 +267,23 @@ mod tests {
         let full = to_status(ServiceError::SessionLimit { max: 1 });
         let tried = AtomicUsize::new(0);
         let passes_on = |e: &ServiceError| matches!(e, ServiceError::SessionLimit { .. });
-        let got =
-            remote.inner.first_taker(vec![0, 1], 0, passes_on, scripted(vec![Err(full), Ok(3)], &tried));
+        let got = remote.inner.first_taker(
+            vec![0, 1],
+            0,
+            passes_on,
+            Retry::AfterTimeout,
+            scripted(vec![Err(full), Ok(3)], &tried),
+        );
         assert_eq!(got.await.ok(), Some((1, 3)));
         let tried = AtomicUsize::new(0);
         let gone = to_status(ServiceError::SessionNotFound);
-        let got =
-            remote.inner.first_taker(vec![0, 1], 0, passes_on, scripted(vec![Err(gone), Ok(3)], &tried));
+        let got = remote.inner.first_taker(
+            vec![0, 1],
+            0,
+            passes_on,
+            Retry::AfterTimeout,
+            scripted(vec![Err(gone), Ok(3)], &tried),
+        );
         assert!(got.await.is_err_and(|e| e.is_session_not_found()));
     }
 
@@ -244,5 +295,48 @@ mod tests {
             remote.inner.call(vec![0], 0, |_c| std::future::pending::<Result<Response<()>, Status>>()).await;
         assert!(matches!(got, Err(CallError::TimedOut)), "{got:?}");
         assert_eq!(remote.engines_up(), 0);
+    }
+
+    /// An idempotent call moves on after a timeout; create and publish do not, because the
+    /// engine that timed out may still apply the request.
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_may_have_been_sent_is_not_retried_after_a_timeout() {
+        let remote = remote(2);
+        let inner = &remote.inner;
+        // The first engine never answers; the second would answer at once.
+        let slow_then_fast = |tried: &AtomicUsize| {
+            let n = tried.fetch_add(1, Ordering::Relaxed);
+            async move {
+                if n == 0 {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, Status>(Response::new(9u8))
+            }
+        };
+        let tried = AtomicUsize::new(0);
+        let got = inner.call(vec![0, 1], 0, |_| slow_then_fast(&tried)).await;
+        assert_eq!(got.ok(), Some(9), "idempotent: the second engine answers");
+        assert_eq!(tried.load(Ordering::Relaxed), 2);
+
+        let tried = AtomicUsize::new(0);
+        let got = inner.call_once_sent(vec![0, 1], 0, |_| slow_then_fast(&tried)).await;
+        assert!(matches!(got, Err(CallError::TimedOut)), "{got:?}");
+        assert_eq!(tried.load(Ordering::Relaxed), 1, "never sent twice");
+
+        // The engine's own deadline (grpc-timeout) is a timeout too.
+        let tried = AtomicUsize::new(0);
+        let late = vec![Err(Status::deadline_exceeded("deadline")), Ok(4)];
+        let got = inner.call_once_sent(vec![0, 1], 0, scripted(late, &tried)).await;
+        assert!(matches!(got, Err(CallError::Transport(_))), "{got:?}");
+        assert_eq!(tried.load(Ordering::Relaxed), 1);
+
+        // A refused connection (never taken) still moves on.
+        let tried = AtomicUsize::new(0);
+        let got = inner.call_once_sent(
+            vec![0, 1],
+            0,
+            scripted(vec![Err(Status::unavailable("refused")), Ok(4)], &tried),
+        );
+        assert_eq!(got.await.ok(), Some(4));
     }
 }

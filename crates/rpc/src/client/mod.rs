@@ -15,6 +15,7 @@
 //! - **Hygiene** ([`call`]). HTTP/2 keepalives on every connection; a deadline on every unary
 //!   call and on opening a stream (not on the stream itself, which lives as long as its socket);
 //!   a stream dropped by the gateway cancels the call, which detaches the session on the engine.
+//!   Create and publish are not retried after a timeout (they may already have been applied).
 //!
 //! This module holds the handle, its settings and the connections, and maps each
 //! [`MonitoringService`] method onto the parts; errors become [`ServiceError`] only here.
@@ -240,7 +241,7 @@ impl MonitoringService for RemoteEngine {
         let key = rand::rng().random();
         let session = self
             .inner
-            .call(self.inner.order_any(), key, |mut c| {
+            .call_once_sent(self.inner.order_any(), key, |mut c| {
                 let msg = msg.clone();
                 async move { c.start_price_monitoring(request(msg, timeout)).await }
             })
@@ -327,7 +328,7 @@ impl MonitoringService for RemoteEngine {
         let timeout = self.inner.config.call_timeout;
         let key = rand::rng().random();
         self.inner
-            .call(self.inner.order_any(), key, |mut c| {
+            .call_once_sent(self.inner.order_any(), key, |mut c| {
                 let msg = msg.clone();
                 async move { c.publish_prices(request(msg, timeout)).await }
             })

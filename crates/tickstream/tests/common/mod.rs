@@ -54,6 +54,25 @@ impl Deref for Server {
     }
 }
 
+/// Per-client limits lifted, for tests that play many clients from one address (the defaults
+/// would refuse their 21st session creation in a second with 429).
+pub const NO_CLIENT_LIMITS: &[&str] = &[
+    "--max-sessions-per-client",
+    "1000000",
+    "--max-ws-per-client",
+    "1000000",
+    "--session-creates-per-sec",
+    "1000000",
+    "--session-create-burst",
+    "1000000",
+    "--publishes-per-sec",
+    "1000000",
+    "--publish-burst",
+    "1000000",
+    "--max-http-connections-per-ip",
+    "1000000",
+];
+
 /// The gauges that must return to their baseline after every connection and session ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gauges {
