@@ -1,5 +1,5 @@
 //! Edge TLS: the rustls handshake in front of the gateway's HTTP/1.1 server, so `https://` and
-//! `wss://` work without a proxy. The accept loop ([`crate::server`]) hands each accepted
+//! `wss://` work without a proxy. The accept loop (`server`) hands each accepted
 //! connection here when `--tls-cert`/`--tls-key` are set; the plain path never touches it.
 //!
 //! The config comes from `tickstream_auth::tls::server_config` (PEM files, ring provider); this

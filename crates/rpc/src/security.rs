@@ -3,9 +3,9 @@
 //! (`--cluster-token-file`) that the gateway sends as metadata on every call and the engine
 //! checks in an interceptor before any handler runs.
 //!
-//! It sits between the generated tonic code and the two sides of this crate: [`crate::server`]
-//! wraps its service in [`CheckToken`] and sets [`ServerSecurity::tls`]; the client wraps
-//! every channel in [`AttachToken`] and sets [`ClientSecurity::tls`]. The engine trusts the
+//! It sits between the generated tonic code and the two sides of this crate: `server`
+//! wraps its service in `CheckToken` and sets [`ServerSecurity::tls`]; the client wraps
+//! every channel in `AttachToken` and sets [`ClientSecurity::tls`]. The engine trusts the
 //! session owner a gateway names in a call only because of this credential.
 
 use std::fmt;

@@ -3,7 +3,7 @@
 //! One [`Metrics`] per node, with its own Prometheus registry (not a process-global one), so
 //! several nodes can live in one test process and each test reads exactly its own gauges.
 //! Every metric of the README's table is a field here: this file is the list, except the
-//! `tickstream_runtime_*` family, which [`runtime`] reads from tokio at scrape time once a role
+//! `tickstream_runtime_*` family, which `runtime` reads from tokio at scrape time once a role
 //! calls [`Metrics::observe_runtime`].
 
 use std::sync::Arc;

@@ -41,7 +41,7 @@ pub struct AuthOpts {
     #[arg(long, env = "TICKSTREAM_JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
     /// Web origins allowed cross-origin access (CORS and WebSocket), comma-separated, e.g.
-    /// https://app.example.com. None by default: only same-origin pages and non-browser clients.
+    /// `https://app.example.com`. None by default: only same-origin pages and non-browser clients.
     #[arg(long, env = "TICKSTREAM_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
     /// Allow `--auth off` on a non-loopback `--listen` address.
