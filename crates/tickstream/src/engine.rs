@@ -37,13 +37,12 @@ pub async fn start(args: &EngineArgs) -> io::Result<RunningEngine> {
     let shutdown = CancellationToken::new();
     let background = TaskTracker::new();
     let RedisNode { broker, store, readiness: broker_ready } = redis_node(
-        &RedisSettings {
-            url: &args.redis,
-            tls: &args.redis_tls,
-            max_symbols: args.sessions.max_symbols,
-            max_tickers_per_session: args.sessions.max_tickers_per_session,
-            secret_file: args.cluster_secret_file.as_deref(),
-        },
+        &RedisSettings::for_engine(
+            &args.redis,
+            &args.redis_tls,
+            &args.sessions,
+            args.cluster_secret_file.as_deref(),
+        ),
         &metrics,
         &background,
         &shutdown,

@@ -114,6 +114,25 @@ pub(crate) struct RedisSettings<'a> {
     pub secret_file: Option<&'a std::path::Path>,
 }
 
+impl<'a> RedisSettings<'a> {
+    /// The settings of a role that runs an engine on Redis (`serve --redis`, `engine`): its
+    /// session limits bound the records it reads.
+    pub(crate) fn for_engine(
+        url: &'a str,
+        tls: &'a RedisTlsOpts,
+        sessions: &SessionOpts,
+        secret_file: Option<&'a std::path::Path>,
+    ) -> Self {
+        Self {
+            url,
+            tls,
+            max_symbols: sessions.max_symbols,
+            max_tickers_per_session: sessions.max_tickers_per_session,
+            secret_file,
+        }
+    }
+}
+
 /// Binds and starts a `serve` node.
 ///
 /// # Errors
@@ -134,13 +153,12 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
         }
         Some(url) => {
             let redis = redis_node(
-                &RedisSettings {
+                &RedisSettings::for_engine(
                     url,
-                    tls: &args.redis_tls,
-                    max_symbols: args.sessions.max_symbols,
-                    max_tickers_per_session: args.sessions.max_tickers_per_session,
-                    secret_file: args.cluster_secret_file.as_deref(),
-                },
+                    &args.redis_tls,
+                    &args.sessions,
+                    args.cluster_secret_file.as_deref(),
+                ),
                 &metrics,
                 &background,
                 &shutdown,
