@@ -1,4 +1,4 @@
-//! gRPC for several nodes: `RealTimePriceMonitoringService` (`proto/tickstream.proto`).
+//! gRPC for several nodes: `RealTimePriceMonitoringService` (`crates/proto/proto/tickstream.proto`).
 //!
 //! - [`EngineService`] serves any [`MonitoringService`] (the engine) over gRPC;
 //! - [`RemoteEngine`] is a [`MonitoringService`] backed by one or more remote engines, with
@@ -15,11 +15,8 @@ mod convert;
 pub mod security;
 mod server;
 
-/// Generated protobuf and tonic code.
-#[allow(clippy::all, missing_debug_implementations, rust_2018_idioms)]
-pub mod pb {
-    tonic::include_proto!("tickstream.v1");
-}
+/// The generated protobuf and tonic code (`tickstream-proto`), under its old name.
+pub use tickstream_proto as pb;
 
 pub use client::{RemoteConfig, RemoteConfigError, RemoteEngine, RemoteUpdates};
 pub use security::{ClientSecurity, ClusterToken, ServerSecurity, TokenError};

@@ -1,5 +1,5 @@
-//! Generates the gRPC code from `proto/tickstream.proto` with a vendored `protoc`, so building
-//! needs no system protobuf compiler.
+//! Generates the protobuf messages and gRPC stubs from `proto/tickstream.proto` with a vendored
+//! `protoc`, so building needs no system protobuf compiler.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
