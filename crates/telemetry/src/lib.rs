@@ -17,6 +17,8 @@ use prometheus::{
 pub mod logging;
 mod runtime;
 
+pub use runtime::build_runtime;
+
 /// Every metric a node exports.
 #[derive(Debug)]
 pub struct Metrics {

@@ -11,8 +11,19 @@ use tickstream::{engine, feed, gateway, serve};
 use tickstream_redis::redact_url;
 use tickstream_telemetry::logging;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Not `#[tokio::main]`: the runtime records the poll-time and schedule-latency histograms
+    // that `/metrics` exports as `tickstream_runtime_*` (see `tickstream_telemetry::build_runtime`).
+    match tickstream_telemetry::build_runtime() {
+        Ok(runtime) => runtime.block_on(run_cli()),
+        Err(e) => {
+            eprintln!("tickstream: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_cli() -> ExitCode {
     // Before anything builds a rustls config on its own (redis' `rediss://`).
     tickstream_auth::tls::install_default_provider();
     // clap, with the role's config file (if any) under its flags and env vars.
