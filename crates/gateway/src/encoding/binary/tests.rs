@@ -89,7 +89,7 @@ fn data_messages_decode_with_the_generated_types() {
                 .collect(),
         })),
     };
-    assert_eq!(bytes, generated.encode_to_vec());
+    assert_eq!(bytes[..], generated.encode_to_vec()[..]);
     let empty = data_message(DataKind::Snapshot, 1, &[]);
     assert_eq!(from_binary(&empty), Content::Data { kind: "snapshot", seq: 1, prices: vec![] });
 }
