@@ -18,7 +18,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use flate2::{Compress, Compression, FlushCompress};
 use prost::Message as _;
-use tickstream_api::{SharedTick, Tick, Ticker};
+use tickstream_api::{Quote, SharedTick, Tick, Ticker};
 use tickstream_gateway::encoding::binary;
 use tickstream_gateway::protocol::{DataKind, data_message};
 
@@ -27,17 +27,38 @@ const WATCHLIST: usize = 50;
 /// Changed tickers per message: a quiet market, a busy one, and the snapshot-sized worst case.
 const BATCHES: [usize; 3] = [1, 10, 50];
 
+/// Price-only ticks, and ticks with the full quote the simulated feed sends.
+const KINDS: [(&str, bool); 2] = [("price", false), ("quote", true)];
+
 const SYMBOLS: [&str; 10] = ["AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "BRK.B", "TSLA", "JPM", "V"];
 
-/// `n` ticks with realistic symbols (4–6 characters), cent prices and a current timestamp.
-fn ticks(n: usize, round: u64) -> Vec<SharedTick> {
+/// `n` ticks with realistic symbols (4–6 characters), cent prices and a current timestamp;
+/// `quoted`: each with the full quote the simulated feed sends (bid/ask a cent around the price,
+/// sizes, the last trade's size, the day's volume, open, high, low and previous close).
+fn ticks(n: usize, round: u64, quoted: bool) -> Vec<SharedTick> {
     (0..n)
         .map(|i| {
             let symbol = format!("{}{}", SYMBOLS[i % SYMBOLS.len()], i / SYMBOLS.len());
             let cents = 10_000 + (i as u64 * 137 + round * 31) % 90_000;
-            let tick =
-                Tick::new(Ticker::parse(&symbol).unwrap(), cents as f64 / 100.0, 1_764_230_400_123 + round);
-            Arc::new(tick.unwrap())
+            let price = cents as f64 / 100.0;
+            let mut tick =
+                Tick::new(Ticker::parse(&symbol).unwrap(), price, 1_764_230_400_123 + round).unwrap();
+            if quoted {
+                let quote = Quote {
+                    bid: Some(price - 0.01),
+                    ask: Some(price + 0.01),
+                    bid_size: Some(300.0),
+                    ask_size: Some(500.0),
+                    size: Some(100.0),
+                    volume: Some(1_234_500.0 + round as f64 * 100.0),
+                    open: Some(price - 1.25),
+                    high: Some(price + 2.5),
+                    low: Some(price - 3.75),
+                    prev_close: Some(price - 0.5),
+                };
+                tick = tick.with_quote(quote).unwrap();
+            }
+            Arc::new(tick)
         })
         .collect()
 }
@@ -60,12 +81,12 @@ fn deflate(compressor: &mut Compress, msg: &[u8]) -> usize {
 }
 
 /// Bytes on the wire per update, for 200 consecutive messages of `batch` changed tickers.
-fn sizes(batch: usize) -> [f64; 4] {
+fn sizes(batch: usize, quoted: bool) -> [f64; 4] {
     let rounds = 200u64;
     let mut takeover = Compress::new(Compression::default(), false);
     let (mut json, mut proto, mut json_deflate, mut json_deflate_fresh) = (0, 0, 0, 0);
     for round in 0..rounds {
-        let t = ticks(batch, round);
+        let t = ticks(batch, round, quoted);
         let j = data_message(DataKind::Prices, round + 1, &t);
         let p = binary::data_message(DataKind::Prices, round + 1, &t);
         json += j.len() + frame_header(j.len());
@@ -82,37 +103,40 @@ fn sizes(batch: usize) -> [f64; 4] {
 fn print_sizes() {
     let mut out = std::io::stderr().lock();
     let _ = writeln!(out, "bytes per update on the wire (payload + frame header), 200 messages each:");
-    let _ = writeln!(out, "batch  json   proto  json+deflate(takeover)  json+deflate(no takeover)");
-    for batch in BATCHES {
-        let [j, p, d, f] = sizes(batch);
-        let _ = writeln!(out, "{batch:>5}  {j:>5.1}  {p:>5.1}  {d:>22.1}  {f:>25.1}");
+    let _ = writeln!(out, "ticks  batch  json   proto  json+deflate(takeover)  json+deflate(no takeover)");
+    for (label, quoted) in KINDS {
+        for batch in BATCHES {
+            let [j, p, d, f] = sizes(batch, quoted);
+            let _ = writeln!(out, "{label}  {batch:>5}  {j:>5.1}  {p:>5.1}  {d:>22.1}  {f:>25.1}");
+        }
+        let snapshot = ticks(WATCHLIST, 0, quoted);
+        let j = data_message(DataKind::Snapshot, 1, &snapshot).len();
+        let p = binary::data_message(DataKind::Snapshot, 1, &snapshot).len();
+        let _ = writeln!(out, "{label} snapshot of {WATCHLIST}: json {j} B, proto {p} B");
     }
-    let snapshot = ticks(WATCHLIST, 0);
-    let j = data_message(DataKind::Snapshot, 1, &snapshot).len();
-    let p = binary::data_message(DataKind::Snapshot, 1, &snapshot).len();
-    let _ = writeln!(out, "snapshot of {WATCHLIST}: json {j} B, proto {p} B");
 }
 
 fn encode(c: &mut Criterion) {
     print_sizes();
     let mut group = c.benchmark_group("encode");
-    for batch in BATCHES {
-        let t = ticks(batch, 1);
+    for (label, batch) in KINDS.into_iter().flat_map(|k| BATCHES.map(|b| (k, b))) {
+        let t = ticks(batch, 1, label.1);
+        let id = |name: &str| BenchmarkId::new(format!("{name}_{}", label.0), batch);
         // What a per-tick protobuf cache would leave to do: concatenate cached `Price` bytes.
         let cached: Vec<Vec<u8>> = t.iter().map(|t| pb_price(t).encode_length_delimited_to_vec()).collect();
         group.throughput(Throughput::Elements(batch as u64));
-        group.bench_with_input(BenchmarkId::new("json", batch), &t, |b, t| {
+        group.bench_with_input(id("json"), &t, |b, t| {
             b.iter(|| black_box(data_message(DataKind::Prices, 7, t)));
         });
-        group.bench_with_input(BenchmarkId::new("proto", batch), &t, |b, t| {
+        group.bench_with_input(id("proto"), &t, |b, t| {
             b.iter(|| black_box(binary::data_message(DataKind::Prices, 7, t)));
         });
-        group.bench_with_input(BenchmarkId::new("proto_cached_ticks", batch), &cached, |b, cached| {
+        group.bench_with_input(id("proto_cached_ticks"), &cached, |b, cached| {
             b.iter(|| black_box(from_cache(cached)));
         });
         assert_eq!(from_cache(&cached)[..], binary::data_message(DataKind::Prices, 7, &t)[..], "same bytes");
         let msg = data_message(DataKind::Prices, 7, &t);
-        group.bench_with_input(BenchmarkId::new("json_deflate_takeover", batch), &msg, |b, msg| {
+        group.bench_with_input(id("json_deflate_takeover"), &msg, |b, msg| {
             let mut compressor = Compress::new(Compression::default(), false);
             b.iter(|| black_box(deflate(&mut compressor, msg.as_bytes())));
         });
@@ -137,20 +161,37 @@ fn from_cache(cached: &[Vec<u8>]) -> Vec<u8> {
 }
 
 fn pb_price(t: &Tick) -> tickstream_proto::Price {
-    tickstream_proto::Price { ticker: t.ticker().to_string(), price: t.price(), ts_ms: t.ts_ms() }
+    let q = t.quote();
+    tickstream_proto::Price {
+        ticker: t.ticker().to_string(),
+        price: t.price(),
+        ts_ms: t.ts_ms(),
+        bid: q.bid,
+        ask: q.ask,
+        bid_size: q.bid_size,
+        ask_size: q.ask_size,
+        size: q.size,
+        volume: q.volume,
+        open: q.open,
+        high: q.high,
+        low: q.low,
+        prev_close: q.prev_close,
+        status: None,
+    }
 }
 
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
-    for batch in BATCHES {
-        let t = ticks(batch, 1);
+    for (label, batch) in KINDS.into_iter().flat_map(|k| BATCHES.map(|b| (k, b))) {
+        let t = ticks(batch, 1, label.1);
+        let id = |name: &str| BenchmarkId::new(format!("{name}_{}", label.0), batch);
         let json = data_message(DataKind::Prices, 7, &t);
         let proto = binary::data_message(DataKind::Prices, 7, &t);
         group.throughput(Throughput::Elements(batch as u64));
-        group.bench_with_input(BenchmarkId::new("json_value", batch), &json, |b, json| {
+        group.bench_with_input(id("json_value"), &json, |b, json| {
             b.iter(|| black_box(serde_json::from_str::<serde_json::Value>(json).unwrap()));
         });
-        group.bench_with_input(BenchmarkId::new("proto", batch), &proto, |b, proto| {
+        group.bench_with_input(id("proto"), &proto, |b, proto| {
             b.iter(|| black_box(tickstream_proto::WsServerMessage::decode(&proto[..]).unwrap()));
         });
     }

@@ -271,7 +271,7 @@ impl<S: MonitoringService> Connection<S> {
             Some(SessionEvent::Prices(ticks)) => (DataKind::Prices, ticks),
             Some(SessionEvent::Status(statuses)) => {
                 *seq += 1;
-                return self.write(ws, protocol::status_message(*seq, &statuses)).await;
+                return self.write(ws, self.encoding.status(*seq, &statuses)).await;
             }
             Some(SessionEvent::Closed(reason)) => return Err(Ending::Server(close_code(reason))),
             // A stream must end with `Closed`; ending silently is an engine fault.

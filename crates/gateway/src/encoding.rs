@@ -2,14 +2,15 @@
 //! connection loop: JSON text frames (the default, `protocol`) or the binary subprotocol
 //! `tickstream.v1.proto` (one protobuf message per binary frame, [`binary`]).
 //!
-//! Every server message goes through one of two functions, [`Encoding::data`] for a data
-//! message and [`Encoding::reply`] for everything else ([`Reply`]), each a `match` with one arm
-//! per message kind and encoding: a new message kind is one arm in each. The connection loop and
+//! Every server message goes through one of three functions, [`Encoding::data`] for a data
+//! message, [`Encoding::status`] for a status message and [`Encoding::reply`] for everything
+//! else ([`Reply`]), each a `match` with one arm per message kind and encoding: a new message
+//! kind is one arm in each. The connection loop and
 //! its request queue only ever see encoding-neutral values; the SSE stream (`sse`) reuses the
 //! JSON arm.
 
 use axum::http::{HeaderMap, HeaderValue, header};
-use tickstream_api::{ErrorCode, SharedTick, Ticker};
+use tickstream_api::{ErrorCode, SharedStatus, SharedTick, Ticker};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::protocol::{self, DataKind};
@@ -73,6 +74,14 @@ impl Encoding {
         match self {
             Self::Json => Message::text(protocol::data_message(kind, seq, ticks)),
             Self::Proto => Message::binary(binary::data_message(kind, seq, ticks)),
+        }
+    }
+
+    /// The status message `seq` of `statuses`.
+    pub fn status(self, seq: u64, statuses: &[SharedStatus]) -> Message {
+        match self {
+            Self::Json => Message::text(protocol::status_message(seq, statuses)),
+            Self::Proto => Message::binary(binary::status_message(seq, statuses)),
         }
     }
 

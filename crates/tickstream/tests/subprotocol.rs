@@ -68,7 +68,7 @@ fn from_binary(bytes: &[u8]) -> Content {
         M::Subscribed(s) => Content::Subscribed(s.tickers),
         M::Error(e) => Content::Error(e.code, e.message),
         M::Pong(_) => Content::Pong,
-        M::Authenticated(_) => panic!("no auth here"),
+        M::Authenticated(_) | M::Status(_) => panic!("no auth and no status here"),
     }
 }
 

@@ -9,7 +9,9 @@
 use bytes::Bytes;
 use prost::Message as _;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
-use tickstream_api::{ErrorCode, SharedTick, Tick, normalize_tickers};
+use tickstream_api::{
+    ErrorCode, SharedStatus, SharedTick, Tick, TickerStatus, TradingStatus, normalize_tickers,
+};
 use tickstream_proto as pb;
 
 use super::Reply;
@@ -23,6 +25,9 @@ const DATA_PRICES: u32 = 2;
 const PRICE_TICKER: u32 = 1;
 const PRICE_PRICE: u32 = 2;
 const PRICE_TS: u32 = 3;
+/// The quote's fields are 4–13, in `Quote::FIELDS` order; the producer's trading status 14.
+const PRICE_FIRST_QUOTE: u32 = 4;
+const PRICE_TRADING: u32 = 14;
 
 /// The key of a field (its number and wire type): one byte for field numbers below 16.
 const fn key(tag: u32, wire: WireType) -> u8 {
@@ -43,7 +48,8 @@ fn put_varint(mut value: u64, buf: &mut Vec<u8>) {
 }
 
 /// Appends one `prices` entry of a `WsData`: its key, its length and the `Price`. Zero values
-/// are left out, as proto3 does (`ts` 0 only; a price is always positive).
+/// are left out, as proto3 does (`ts` 0 only; a price is always positive); the quote fields and
+/// the trading status only when present (they are `optional`), like the JSON.
 fn put_price(tick: &Tick, buf: &mut Vec<u8>) {
     // Once per tick: `Ticker::as_str` checks UTF-8 each time, and it was 30% of this
     // function's profile when called twice (once to size the message, once to write it).
@@ -51,7 +57,18 @@ fn put_price(tick: &Tick, buf: &mut Vec<u8>) {
     let name = ticker.as_str().as_bytes();
     let ts = tick.ts_ms();
     let ts_len = if ts == 0 { 0 } else { key_len(PRICE_TS) + encoded_len_varint(ts) };
-    let len = key_len(PRICE_TICKER) + encoded_len_varint(name.len() as u64) + name.len() + 1 + 8 + ts_len;
+    let quote = tick.quote().fields();
+    let quote_len = quote.iter().filter(|(_, v)| v.is_some()).count() * 9;
+    let trading = tick.trading_status().map(trading_status);
+    let trading_len = trading.map_or(0, |t| 1 + encoded_len_varint(t as u64));
+    let len = key_len(PRICE_TICKER)
+        + encoded_len_varint(name.len() as u64)
+        + name.len()
+        + 1
+        + 8
+        + ts_len
+        + quote_len
+        + trading_len;
     buf.push(key(DATA_PRICES, WireType::LengthDelimited));
     put_varint(len as u64, buf);
     buf.push(key(PRICE_TICKER, WireType::LengthDelimited));
@@ -63,6 +80,48 @@ fn put_price(tick: &Tick, buf: &mut Vec<u8>) {
         buf.push(key(PRICE_TS, WireType::Varint));
         put_varint(ts, buf);
     }
+    for (tag, (_, value)) in (PRICE_FIRST_QUOTE..).zip(quote) {
+        if let Some(value) = value {
+            buf.push(key(tag, WireType::SixtyFourBit));
+            buf.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    if let Some(t) = trading {
+        buf.push(key(PRICE_TRADING, WireType::Varint));
+        put_varint(t as u64, buf);
+    }
+}
+
+fn trading_status(t: TradingStatus) -> i32 {
+    ticker_status(match t {
+        TradingStatus::Halted => TickerStatus::Halted,
+        TradingStatus::Resumed => TickerStatus::Resumed,
+    })
+}
+
+fn ticker_status(s: TickerStatus) -> i32 {
+    let status = match s {
+        TickerStatus::Live => pb::TickerStatus::Live,
+        TickerStatus::Stale => pb::TickerStatus::Stale,
+        TickerStatus::Halted => pb::TickerStatus::Halted,
+        TickerStatus::Resumed => pb::TickerStatus::Resumed,
+    };
+    status as i32
+}
+
+/// `WsServerMessage { status: WsStatus { seq, statuses } }`. Rare (a status changes at most
+/// every `--stale-after`), so through the generated types.
+pub fn status_message(seq: u64, statuses: &[SharedStatus]) -> Bytes {
+    let statuses = statuses
+        .iter()
+        .map(|s| pb::StatusChange {
+            ticker: s.ticker().to_string(),
+            status: ticker_status(s.status()),
+            ts_ms: s.ts_ms(),
+        })
+        .collect();
+    let message = pb::ws_server_message::Message::Status(pb::WsStatus { seq, statuses });
+    Bytes::from(pb::WsServerMessage { message: Some(message) }.encode_to_vec())
 }
 
 /// Room left at the front of a data message for its key and length (a varint of at most 10

@@ -138,9 +138,9 @@ impl SseStream {
                     (Bytes::from_static(HEARTBEAT), None)
                 }
                 event = updates.next() => {
-                    let (kind, ticks) = data(event)?;
                     seq += 1;
-                    (data_event(seq, &protocol::data_message(kind, seq, &ticks)), Some(ticks))
+                    let (message, ticks) = message(event, seq)?;
+                    (data_event(seq, &message), ticks)
                 }
             };
             slot.send(chunk);
@@ -162,12 +162,15 @@ impl SseStream {
     }
 }
 
-/// The data message an event of the update stream becomes, or how the stream ends. One arm per
-/// event kind.
-fn data(event: Option<SessionEvent>) -> Result<(DataKind, Vec<SharedTick>), Ending> {
+/// The JSON message `seq` an event of the update stream becomes (with the ticks it delivers),
+/// or how the stream ends. One arm per event kind; every message kind carries a `seq`, so every
+/// event has an `id:`.
+fn message(event: Option<SessionEvent>, seq: u64) -> Result<(String, Option<Vec<SharedTick>>), Ending> {
+    let data = |kind, ticks: Vec<SharedTick>| (protocol::data_message(kind, seq, &ticks), Some(ticks));
     match event {
-        Some(SessionEvent::Snapshot(ticks)) => Ok((DataKind::Snapshot, ticks)),
-        Some(SessionEvent::Prices(ticks)) => Ok((DataKind::Prices, ticks)),
+        Some(SessionEvent::Snapshot(ticks)) => Ok(data(DataKind::Snapshot, ticks)),
+        Some(SessionEvent::Prices(ticks)) => Ok(data(DataKind::Prices, ticks)),
+        Some(SessionEvent::Status(statuses)) => Ok((protocol::status_message(seq, &statuses), None)),
         Some(SessionEvent::Closed(reason)) => Err(Ending::Server(close_code(reason))),
         // A stream must end with `Closed`; ending silently is an engine fault.
         None => Err(Ending::Server(CloseCode::InternalError)),

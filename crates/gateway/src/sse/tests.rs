@@ -108,6 +108,22 @@ async fn streams_events_with_seq_ids_and_heartbeats() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn status_messages_are_events_numbered_with_the_data() {
+    use tickstream_api::{StatusUpdate, TickerStatus};
+    let mut h = start(0, None);
+    h.push(SessionEvent::Snapshot(vec![tick("AAPL", 1.0)]));
+    h.event().await;
+    let halted = Arc::new(StatusUpdate::new(Ticker::parse("AAPL").unwrap(), TickerStatus::Halted, 5));
+    h.push(SessionEvent::Status(vec![halted]));
+    let (id, status) = h.event().await;
+    assert_eq!(id, Some(2));
+    assert_eq!(
+        status,
+        serde_json::json!({"type":"status","seq":2,"statuses":[{"ticker":"AAPL","status":"halted","ts":5}]})
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_resumed_stream_continues_the_ids() {
     let mut h = start(41, None);
     h.push(SessionEvent::Snapshot(vec![]));
