@@ -45,6 +45,20 @@ impl Tick {
         Ok(Self { ticker, price, ts_ms, json })
     }
 
+    /// A tick whose JSON a trusted peer already encoded (an engine, over the engine link): the
+    /// gateway forwards those bytes to its sockets instead of encoding the tick again. `json`
+    /// must be what [`Tick::json`] gave on that peer; only the price is checked here, the bytes
+    /// are the caller's to vet (they reach clients as they are).
+    ///
+    /// # Errors
+    /// [`TickError::BadPrice`] for a non-finite or non-positive price.
+    pub fn from_encoded(ticker: Ticker, price: f64, ts_ms: u64, json: Box<str>) -> Result<Self, TickError> {
+        if !price.is_finite() || price <= 0.0 {
+            return Err(TickError::BadPrice(price));
+        }
+        Ok(Self { ticker, price, ts_ms, json })
+    }
+
     pub fn ticker(&self) -> Ticker {
         self.ticker
     }
@@ -128,6 +142,16 @@ mod tests {
         assert_eq!(t.json(), r#"{"ticker":"AAPL","price":189.25,"ts":1764230400123}"#);
         let v: serde_json::Value = serde_json::from_str(t.json()).unwrap();
         assert_eq!(v["price"], 189.25);
+    }
+
+    #[test]
+    fn an_encoded_tick_keeps_its_bytes() {
+        let t = Tick::new(Ticker::parse("AAPL").unwrap(), 189.25, 5).unwrap();
+        let again = Tick::from_encoded(t.ticker(), t.price(), t.ts_ms(), t.json().into()).unwrap();
+        assert_eq!(again, t);
+        let odd = Tick::from_encoded(t.ticker(), 1.0, 5, r#"{"ticker":"AAPL","price":1.0,"ts":5}"#.into());
+        assert_eq!(odd.unwrap().json(), r#"{"ticker":"AAPL","price":1.0,"ts":5}"#, "forwarded as given");
+        assert!(Tick::from_encoded(t.ticker(), f64::NAN, 5, t.json().into()).is_err());
     }
 
     #[test]

@@ -12,9 +12,9 @@ use tonic::{Code, Status};
 
 use crate::pb;
 
-const ERROR_KEY: &str = "tickstream-error";
-const MAX_KEY: &str = "tickstream-max";
-const MIN_KEY: &str = "tickstream-min";
+pub(crate) const ERROR_KEY: &str = "tickstream-error";
+pub(crate) const MAX_KEY: &str = "tickstream-max";
+pub(crate) const MIN_KEY: &str = "tickstream-min";
 
 pub(crate) fn invalid(code: ErrorCode, message: impl Into<String>) -> Status {
     with_meta(Status::invalid_argument(message), code, None, None)
@@ -183,6 +183,8 @@ pub(crate) fn event_out(ev: &SessionEvent) -> pb::PriceUpdate {
 }
 
 /// A stream message back to an event; `None` for a malformed one (skipped, never trusted).
+/// The gateway streams over the link (`crate::link`); this checks `event_out` for other clients.
+#[cfg(test)]
 pub(crate) fn event_in(update: pb::PriceUpdate) -> Option<SessionEvent> {
     use pb::price_update::Event;
     let ticks = |p: pb::Prices| -> Vec<SharedTick> {
