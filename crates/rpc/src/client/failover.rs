@@ -137,7 +137,9 @@ impl Following {
             // Draining or its link failed: either way the engine is gone.
             self.inner.mark(self.engine, false);
             self.inner.metrics.engine_failovers.inc();
-            match reopen(&self.inner, self.id, self.engine).await {
+            // Boxed: the failover path is rare, and inline its state would make every session's
+            // stream as large as the whole attach-with-retries future.
+            match Box::pin(reopen(&self.inner, self.id, self.engine)).await {
                 Ok((engine, link, first)) => {
                     tracing::info!(session = %tickstream_auth::fingerprint(self.id.to_string()), from = %self.inner.engines[self.engine].uri,
                         to = %self.inner.engines[engine].uri, "stream moved to another engine");
@@ -257,6 +259,30 @@ mod tests {
         assert_eq!(closed(&mut updates).await, CloseReason::SessionEnded);
         assert_eq!(metrics.engine_failovers.get(), 1);
         drop((remote, updates));
+        stop.cancel();
+    }
+
+    /// Every socket holds its stream's pending `next`: it stays small (the attach and failover
+    /// futures are boxed away), which is part of the memory per socket behind a gateway.
+    #[tokio::test]
+    async fn a_followed_stream_is_small() {
+        let (cut, stop) = (CancellationToken::new(), CancellationToken::new());
+        let (remote, _metrics, _engine, id, updates) = streaming_session(&cut, &stop).await;
+        drop(updates);
+        let (engine, link, first) = remote.inner.open(id, None).await.expect("attached");
+        let state = Following {
+            inner: Arc::clone(&remote.inner),
+            id,
+            token: 0,
+            engine,
+            link,
+            first: Some(first),
+            done: false,
+        };
+        let next = state.next();
+        let size = std::mem::size_of_val(&next);
+        assert!(size <= 512, "a pending next() is {size} bytes");
+        drop(next);
         stop.cancel();
     }
 
