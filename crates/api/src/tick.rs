@@ -114,16 +114,26 @@ impl Tick {
 
     /// A tick whose JSON a trusted peer already encoded (an engine, over the engine link): the
     /// gateway forwards those bytes to its sockets instead of encoding the tick again. `json`
-    /// must be what [`Tick::json`] gave on that peer; only the price is checked here, the bytes
-    /// are the caller's to vet (they reach clients as they are).
+    /// must be what [`Tick::json`] gave on that peer for this record; the fields are checked as
+    /// [`Tick::new`] and [`Tick::with_quote`] check them, the bytes are the caller's to vet
+    /// (they reach clients as they are).
     ///
     /// # Errors
-    /// [`TickError::BadPrice`] for a non-finite or non-positive price.
-    pub fn from_encoded(ticker: Ticker, price: f64, ts_ms: u64, json: Box<str>) -> Result<Self, TickError> {
+    /// [`TickError::BadPrice`] or [`TickError::BadQuote`], as when the record was built.
+    pub fn from_encoded(
+        ticker: Ticker,
+        price: f64,
+        ts_ms: u64,
+        quote: Quote,
+        trading: Option<TradingStatus>,
+        json: Box<str>,
+    ) -> Result<Self, TickError> {
         if !price.is_finite() || price <= 0.0 {
             return Err(TickError::BadPrice(price));
         }
-        Ok(Self { ticker, price, ts_ms, json })
+        quote.validate()?;
+        let quote = (!quote.is_empty()).then(|| Box::new(quote));
+        Ok(Self { ticker, price, ts_ms, quote, trading, json })
     }
 
     pub fn ticker(&self) -> Ticker {
@@ -223,12 +233,24 @@ mod tests {
 
     #[test]
     fn an_encoded_tick_keeps_its_bytes() {
-        let t = Tick::new(Ticker::parse("AAPL").unwrap(), 189.25, 5).unwrap();
-        let again = Tick::from_encoded(t.ticker(), t.price(), t.ts_ms(), t.json().into()).unwrap();
+        let q = Quote { bid: Some(189.2), ask: Some(189.3), ..Quote::EMPTY };
+        let t = Tick::new(Ticker::parse("AAPL").unwrap(), 189.25, 5)
+            .unwrap()
+            .with_quote(q)
+            .unwrap()
+            .with_trading_status(Some(TradingStatus::Halted));
+        let again =
+            Tick::from_encoded(t.ticker(), t.price(), t.ts_ms(), q, t.trading_status(), t.json().into())
+                .unwrap();
         assert_eq!(again, t);
-        let odd = Tick::from_encoded(t.ticker(), 1.0, 5, r#"{"ticker":"AAPL","price":1.0,"ts":5}"#.into());
-        assert_eq!(odd.unwrap().json(), r#"{"ticker":"AAPL","price":1.0,"ts":5}"#, "forwarded as given");
-        assert!(Tick::from_encoded(t.ticker(), f64::NAN, 5, t.json().into()).is_err());
+        let plain = Tick::new(t.ticker(), 1.0, 5).unwrap();
+        let odd = r#"{"ticker":"AAPL","price":1.0,"ts":5}"#;
+        let forwarded = Tick::from_encoded(t.ticker(), 1.0, 5, Quote::EMPTY, None, odd.into()).unwrap();
+        assert_eq!(forwarded.json(), odd, "forwarded as given, not encoded again");
+        assert_eq!(forwarded.quote(), plain.quote());
+        assert!(Tick::from_encoded(t.ticker(), f64::NAN, 5, Quote::EMPTY, None, odd.into()).is_err());
+        let crossed = Quote { bid: Some(2.0), ask: Some(1.0), ..Quote::EMPTY };
+        assert!(Tick::from_encoded(t.ticker(), 1.0, 5, crossed, None, odd.into()).is_err());
     }
 
     #[test]

@@ -131,6 +131,9 @@ impl Following {
                     self.done = true;
                     return Some((ev, self));
                 }
+                // Every entry was malformed (dropped by `link::event_in`): nothing to write;
+                // ask for the next one.
+                Ok(SessionEvent::Prices(t)) if t.is_empty() => continue,
                 Ok(ev) => return Some((ev, self)),
                 Err(_) => {}
             }

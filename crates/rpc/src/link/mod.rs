@@ -17,11 +17,13 @@
 
 pub(crate) mod serve;
 
-use tickstream_api::{CloseReason, SessionEvent, SharedTick, Tick, Ticker};
+use tickstream_api::{
+    CloseReason, Quote, SessionEvent, SharedTick, Tick, Ticker, TickerStatus, TradingStatus,
+};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
-use crate::convert::{ERROR_KEY, MAX_KEY, MIN_KEY};
+use crate::convert::{ERROR_KEY, MAX_KEY, MIN_KEY, price_out, status_in, statuses_in, statuses_out};
 use crate::pb;
 use crate::pb::link_event::Event;
 
@@ -53,12 +55,8 @@ fn close_in(reason: i32) -> CloseReason {
 }
 
 fn prices_out(ticks: &[SharedTick]) -> pb::EncodedPrices {
-    let tick = |t: &SharedTick| pb::EncodedTick {
-        ticker: t.ticker().as_str().to_owned(),
-        price: t.price(),
-        ts_ms: t.ts_ms(),
-        json: t.json().as_bytes().to_vec(),
-    };
+    let tick =
+        |t: &SharedTick| pb::EncodedTick { record: Some(price_out(t)), json: t.json().as_bytes().to_vec() };
     pb::EncodedPrices { ticks: ticks.iter().map(tick).collect() }
 }
 
@@ -67,6 +65,7 @@ pub(crate) fn event_out(tag: u64, ev: &SessionEvent) -> pb::LinkEvent {
     let event = match ev {
         SessionEvent::Snapshot(t) => Event::Snapshot(prices_out(t)),
         SessionEvent::Prices(t) => Event::Prices(prices_out(t)),
+        SessionEvent::Status(s) => Event::Status(statuses_out(s)),
         SessionEvent::Closed(reason) => Event::Closed(close_out(*reason) as i32),
     };
     pb::LinkEvent { tag, event: Some(event) }
@@ -96,15 +95,36 @@ fn refused_in(r: pb::LinkRefused) -> Status {
     status
 }
 
-/// A tick off the link, validated like any input (a ticker that parses, a sane price, JSON that
-/// is UTF-8 and an object); its bytes are then forwarded as they are.
+/// A tick off the link, validated like any input (the record as `convert::price_in` checks it,
+/// JSON that is UTF-8 and an object); its bytes are then forwarded as they are, never encoded
+/// again.
 fn tick_in(t: pb::EncodedTick) -> Option<SharedTick> {
-    let ticker = Ticker::parse(&t.ticker).ok()?;
+    let p = t.record?;
+    let ticker = Ticker::parse(&p.ticker).ok()?;
+    let quote = Quote {
+        bid: p.bid,
+        ask: p.ask,
+        bid_size: p.bid_size,
+        ask_size: p.ask_size,
+        size: p.size,
+        volume: p.volume,
+        open: p.open,
+        high: p.high,
+        low: p.low,
+        prev_close: p.prev_close,
+    };
+    let trading = match p.status.map(status_in) {
+        None => None,
+        Some(Some(TickerStatus::Halted)) => Some(TradingStatus::Halted),
+        Some(Some(TickerStatus::Resumed)) => Some(TradingStatus::Resumed),
+        Some(_) => return None,
+    };
     let json = String::from_utf8(t.json).ok()?;
     if !(json.starts_with('{') && json.ends_with('}')) {
         return None;
     }
-    Tick::from_encoded(ticker, t.price, t.ts_ms, json.into_boxed_str()).ok().map(std::sync::Arc::new)
+    let tick = Tick::from_encoded(ticker, p.price, p.ts_ms, quote, trading, json.into_boxed_str()).ok()?;
+    Some(std::sync::Arc::new(tick))
 }
 
 /// A link message back to (tag, what it says); `None` for a malformed one (skipped, never
@@ -114,6 +134,13 @@ pub(crate) fn event_in(ev: pb::LinkEvent) -> Option<(u64, Inbound)> {
     let inbound = match ev.event? {
         Event::Snapshot(p) => Inbound::Event(SessionEvent::Snapshot(ticks(p))),
         Event::Prices(p) => Inbound::Event(SessionEvent::Prices(ticks(p))),
+        // Every entry malformed: an empty status event would break its contract (never empty),
+        // but the event still answers a grant: it becomes an empty batch, which the gateway's
+        // stream skips (as one whose every tick was malformed).
+        Event::Status(s) => Inbound::Event(match statuses_in(&s) {
+            list if list.is_empty() => SessionEvent::Prices(Vec::new()),
+            list => SessionEvent::Status(list),
+        }),
         Event::Closed(r) => Inbound::Event(SessionEvent::Closed(close_in(r))),
         Event::Refused(r) => Inbound::Refused(refused_in(r)),
     };
@@ -132,7 +159,15 @@ mod tests {
     #[test]
     fn events_cross_the_link_with_the_engines_bytes() {
         let tick = Arc::new(Tick::new(Ticker::parse("AAPL").expect("ticker"), 189.25, 5).expect("tick"));
+        let quote = Quote { bid: Some(189.0), ask: Some(189.5), volume: Some(10.0), ..Quote::EMPTY };
+        let quoted = Tick::new(Ticker::parse("MSFT").expect("ticker"), 410.0, 6).expect("tick");
+        let quoted = Arc::new(
+            quoted.with_quote(quote).expect("quote").with_trading_status(Some(TradingStatus::Halted)),
+        );
+        let status = Arc::new(tickstream_api::StatusUpdate::new(tick.ticker(), TickerStatus::Stale, 5));
         for ev in [
+            SessionEvent::Snapshot(vec![quoted.clone(), tick.clone()]),
+            SessionEvent::Status(vec![status]),
             SessionEvent::Snapshot(vec![tick.clone()]),
             SessionEvent::Prices(vec![tick.clone(), tick.clone()]),
             SessionEvent::Closed(CloseReason::Replaced),
@@ -146,6 +181,7 @@ mod tests {
         // The gateway forwards what the engine encoded, not a re-encoding of the parts.
         let mut msg = event_out(1, &SessionEvent::Prices(vec![tick]));
         if let Some(Event::Prices(p)) = &mut msg.event {
+            // (a JSON the gateway could not produce from the fields, to tell forwarding apart)
             p.ticks[0].json = br#"{"ticker":"AAPL","price":189.250,"ts":5}"#.to_vec();
         }
         let Some((1, Inbound::Event(SessionEvent::Prices(got)))) = event_in(msg) else { panic!("prices") };
@@ -154,10 +190,15 @@ mod tests {
 
     #[test]
     fn malformed_ticks_are_dropped_and_empty_messages_skipped() {
-        let good = pb::EncodedTick { ticker: "B".into(), price: 2.0, ts_ms: 1, json: b"{}".to_vec() };
+        let record = pb::Price { ticker: "B".into(), price: 2.0, ts_ms: 1, ..pb::Price::default() };
+        let good = pb::EncodedTick { record: Some(record.clone()), json: b"{}".to_vec() };
+        let with = |p: pb::Price| pb::EncodedTick { record: Some(p), ..good.clone() };
         let bad = [
-            pb::EncodedTick { ticker: "no way".into(), ..good.clone() },
-            pb::EncodedTick { price: f64::NAN, ..good.clone() },
+            with(pb::Price { ticker: "no way".into(), ..record.clone() }),
+            with(pb::Price { price: f64::NAN, ..record.clone() }),
+            with(pb::Price { bid: Some(3.0), ask: Some(2.0), ..record.clone() }),
+            with(pb::Price { status: Some(pb::TickerStatus::Live as i32), ..record.clone() }),
+            pb::EncodedTick { record: None, ..good.clone() },
             pb::EncodedTick { json: vec![0xff, 0xfe], ..good.clone() },
             pb::EncodedTick { json: b"\"a string\"".to_vec(), ..good.clone() },
         ];
