@@ -61,33 +61,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let stop = CancellationToken::new();
     let published = Arc::new(AtomicU64::new(0));
-    let mut publishers = Vec::new();
+    // The publishers run on a runtime (and thread) of their own, so they compete with the node's
+    // read loops as another process would, not inside the node's runtime.
+    let publisher_runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut jobs = Vec::new();
     for (i, url) in urls.iter().enumerate() {
         let mine: Vec<Ticker> = all.iter().copied().filter(|&t| shard_of(t, urls.len()) == i).collect();
         for p in 0..PUBLISHERS_PER_SHARD {
-            let mut conn = redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?;
-            let (mine, stop, published) = (mine.clone(), stop.clone(), Arc::clone(&published));
-            publishers.push(tokio::spawn(async move {
-                let mut n = p;
-                while !stop.is_cancelled() {
-                    let ts = now_ms();
-                    let mut pipe = redis::pipe();
-                    for _ in 0..PIPELINE {
-                        let t = mine[n % mine.len()];
-                        n += 1;
-                        let price = 100.0 + (n % 1000) as f64 / 100.0;
-                        if let Ok(tick) = Tick::new(t, price, ts) {
-                            pipe.cmd("PUBLISH").arg(channel_for(t)).arg(tick.json()).ignore();
-                        }
-                    }
-                    if pipe.query_async::<()>(&mut conn).await.is_err() {
-                        break;
-                    }
-                    published.fetch_add(PIPELINE as u64, Ordering::Relaxed);
-                }
-            }));
+            jobs.push((url.clone(), mine.clone(), p));
         }
     }
+    let publishers = {
+        let (stop, published) = (stop.clone(), Arc::clone(&published));
+        std::thread::spawn(move || {
+            publisher_runtime.block_on(async move {
+                let tasks: Vec<_> = jobs
+                    .into_iter()
+                    .map(|(url, mine, p)| {
+                        tokio::spawn(publish(url, mine, p, stop.clone(), Arc::clone(&published)))
+                    })
+                    .collect();
+                for t in tasks {
+                    let _ = t.await;
+                }
+            });
+        })
+    };
     tokio::time::sleep(Duration::from_secs(1)).await;
     let read = || metrics.broker_messages.with_label_values(&["price"]).get();
     let (r0, c0, p0) = (read(), count.0.load(Ordering::Relaxed), published.load(Ordering::Relaxed));
@@ -96,13 +95,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let elapsed = started.elapsed().as_secs_f64();
     let (r1, c1, p1) = (read(), count.0.load(Ordering::Relaxed), published.load(Ordering::Relaxed));
     stop.cancel();
-    for p in publishers {
-        let _ = p.await;
-    }
+    let _ = tokio::task::spawn_blocking(move || publishers.join()).await;
     let conflated = metrics.redis_fanout_conflated.get();
+    // A subscriber that falls behind past Redis' `client-output-buffer-limit pubsub` is cut off
+    // by Redis and reconnects: an overload, not a throughput.
+    let reconnects: u64 = (0..urls.len())
+        .map(|i| metrics.redis_shard_reconnects.with_label_values(&[&i.to_string()]).get())
+        .sum();
     println!(
         "shards={} tickers={tickers} received_per_s={:.0} delivered_per_s={:.0} published_per_s={:.0} \
-         fanout_conflated={conflated}",
+         fanout_conflated={conflated} reconnects={reconnects}",
         urls.len(),
         (r1 - r0) as f64 / elapsed,
         (c1 - c0) as f64 / elapsed,
@@ -112,4 +114,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracker.close();
     tracker.wait().await;
     Ok(())
+}
+
+/// Publishes `mine` round-robin in pipelines until `stop`.
+async fn publish(
+    url: String,
+    mine: Vec<Ticker>,
+    start: usize,
+    stop: CancellationToken,
+    published: Arc<AtomicU64>,
+) {
+    let Ok(client) = redis::Client::open(url.as_str()) else { return };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
+    let mut n = start;
+    while !stop.is_cancelled() && !mine.is_empty() {
+        let ts = now_ms();
+        let mut pipe = redis::pipe();
+        for _ in 0..PIPELINE {
+            let t = mine[n % mine.len()];
+            n += 1;
+            let price = 100.0 + (n % 1000) as f64 / 100.0;
+            if let Ok(tick) = Tick::new(t, price, ts) {
+                pipe.cmd("PUBLISH").arg(channel_for(t)).arg(tick.json()).ignore();
+            }
+        }
+        if pipe.query_async::<()>(&mut conn).await.is_err() {
+            break;
+        }
+        published.fetch_add(PIPELINE as u64, Ordering::Relaxed);
+    }
 }
