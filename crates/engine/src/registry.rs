@@ -35,6 +35,9 @@ pub struct EngineConfig {
     /// Most distinct symbols watched on this node (`--max-symbols`): beyond it a new session or
     /// ticker change is refused with `symbol_limit_reached`.
     pub max_symbols: usize,
+    /// A watched ticker this node hears no update of for this long turns `stale`
+    /// (`--stale-after`).
+    pub stale_after: Duration,
 }
 
 impl EngineConfig {
@@ -44,12 +47,16 @@ impl EngineConfig {
         max_tickers_per_session: 100,
         max_sessions: 200_000,
         max_symbols: tickstream_broker::DEFAULT_MAX_SYMBOLS,
+        stale_after: Duration::from_secs(10),
     };
 
     /// # Errors
     /// A zero TTL (every session would expire at once) or a zero limit, naming the setting.
     pub fn validate(&self) -> Result<(), tickstream_api::ConfigError> {
-        tickstream_api::config::positive(&[("--session-ttl", self.session_ttl)])?;
+        tickstream_api::config::positive(&[
+            ("--session-ttl", self.session_ttl),
+            ("--stale-after", self.stale_after),
+        ])?;
         tickstream_api::config::at_least_one(&[
             ("--max-tickers-per-session", self.max_tickers_per_session),
             ("--max-sessions", self.max_sessions),
@@ -65,7 +72,8 @@ impl Default for EngineConfig {
 }
 
 impl Engine {
-    /// Spawns the TTL sweeper on `tracker`; it stops when `shutdown` is cancelled.
+    /// Spawns the sweeper on `tracker`: the TTL sweep and the node's one status sweep (stale
+    /// tickers), each on its own interval; it stops when `shutdown` is cancelled.
     pub fn spawn_sweeper(&self, tracker: &TaskTracker, shutdown: CancellationToken) {
         let engine = self.clone();
         let guard = self.inner.metrics.task("sweeper");
@@ -73,17 +81,27 @@ impl Engine {
         // TTL from spinning and a huge one from never sweeping.
         let every =
             (self.inner.config.session_ttl / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let status_every = self.inner.fanout.status.sweep_every();
         tracker.spawn(async move {
             let _guard = guard;
+            let mut status_tick = tokio::time::interval(status_every);
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     _ = tick.tick() => { engine.sweep(); }
+                    _ = status_tick.tick() => { engine.sweep_status(); }
                 }
             }
         });
+    }
+
+    /// One status sweep: watched tickers quiet for `stale_after` turn `stale` and their watchers
+    /// are told. Returns how many changed.
+    pub fn sweep_status(&self) -> usize {
+        self.inner.fanout.sweep_status(Instant::now())
     }
 
     /// Removes every expired session; returns how many.

@@ -178,6 +178,10 @@ impl<S: MonitoringService> Gateway<S> {
                 "/api/v1/prices",
                 post(rest::publish_prices::<S>).layer(DefaultBodyLimit::max(cfg.prices_body_limit)),
             )
+            .route(
+                "/api/v1/status",
+                post(rest::publish_status::<S>).layer(DefaultBodyLimit::max(cfg.session_body_limit)),
+            )
             .route("/api/v1/tickers", get(listing::cached::<S>))
             .route("/ws", get(upgrade::ws_upgrade::<S>))
             .route("/healthz", get(rest::healthz::<S>))

@@ -145,6 +145,8 @@ pub struct SessionOpts {
     /// Most distinct ticker symbols this node accepts prices for (503 symbol_limit_reached).
     #[arg(long, env = "TICKSTREAM_MAX_SYMBOLS", default_value_t = tickstream_broker::DEFAULT_MAX_SYMBOLS)]
     pub max_symbols: usize,
+    #[command(flatten)]
+    pub status: crate::status_opts::StatusOpts,
 }
 
 /// Options of the simulated feed (`serve` and `feed`).

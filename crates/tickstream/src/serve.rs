@@ -57,6 +57,7 @@ pub(crate) fn engine_config(opts: &SessionOpts) -> EngineConfig {
         max_tickers_per_session: opts.max_tickers_per_session,
         max_sessions: opts.max_sessions,
         max_symbols: opts.max_symbols,
+        stale_after: opts.status.stale_after,
     }
 }
 
