@@ -39,7 +39,7 @@ mod session;
 mod stream;
 
 pub use cluster::SharedEngine;
-pub use registry::{EngineConfig, MAX_RATE_HZ, MIN_RATE_HZ};
+pub use registry::{EngineConfig, MAX_COALESCE_WINDOW, MAX_RATE_HZ, MIN_RATE_HZ};
 pub use stream::Updates;
 
 use fanout::Fanout;
@@ -152,6 +152,8 @@ pub(crate) fn unavailable(e: BrokerError) -> ServiceError {
     }
 }
 
+#[cfg(test)]
+mod coalesce_tests;
 #[cfg(test)]
 mod symbol_tests;
 #[cfg(test)]

@@ -56,6 +56,10 @@ macro_rules! duration_default {
     }};
 }
 
+#[path = "cli_coalesce.rs"]
+mod coalesce;
+pub use coalesce::CoalesceOpts;
+
 /// Options of the HTTP/WebSocket edge (`serve` and `gateway`).
 #[derive(Debug, Clone, Args)]
 pub struct EdgeOpts {
@@ -145,6 +149,8 @@ pub struct SessionOpts {
     /// Most distinct ticker symbols this node accepts prices for (503 symbol_limit_reached).
     #[arg(long, env = "TICKSTREAM_MAX_SYMBOLS", default_value_t = tickstream_broker::DEFAULT_MAX_SYMBOLS)]
     pub max_symbols: usize,
+    #[command(flatten)]
+    pub coalesce: CoalesceOpts,
 }
 
 /// Options of the simulated feed (`serve` and `feed`).

@@ -57,6 +57,7 @@ pub(crate) fn engine_config(opts: &SessionOpts) -> EngineConfig {
         max_tickers_per_session: opts.max_tickers_per_session,
         max_sessions: opts.max_sessions,
         max_symbols: opts.max_symbols,
+        coalesce_window: opts.coalesce.coalesce_window,
     }
 }
 
