@@ -35,6 +35,7 @@ use crate::close::{CloseCode, Ending};
 use crate::protocol::{self, DataKind};
 
 mod requests;
+mod shutdown;
 
 use requests::{Request, Requests};
 
@@ -165,9 +166,11 @@ impl<S: MonitoringService> Connection<S> {
         let cfg = &*self.config;
         let mut seq: u64 = 0;
         // Created once: every `cancelled()` call registers with the token shared by all
-        // connections, which would be a contended lock per loop turn.
-        let shutdown = self.shutdown.cancelled();
-        tokio::pin!(shutdown);
+        // connections, which would be a contended lock per loop turn; and registered once
+        // (`shutdown`): re-polling it would take that lock too.
+        let cancelled = self.shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let mut shutdown = shutdown::Shutdown::new(&self.shutdown, cancelled);
         // The snapshot is the first message, whatever the client sends meanwhile.
         let first = tokio::select! {
             biased;
