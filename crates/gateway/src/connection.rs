@@ -167,10 +167,10 @@ impl<S: MonitoringService> Connection<S> {
         let mut seq: u64 = 0;
         // Created once: every `cancelled()` call registers with the token shared by all
         // connections, which would be a contended lock per loop turn; and registered once
-        // (`shutdown`): re-polling it would take that lock too.
+        // (`shutdown`): re-polling it, or `is_cancelled()`, would take the token's locks too.
         let cancelled = self.shutdown.cancelled();
         tokio::pin!(cancelled);
-        let mut shutdown = shutdown::Shutdown::new(&self.shutdown, cancelled);
+        let mut shutdown = shutdown::Shutdown::new(cancelled);
         // The snapshot is the first message, whatever the client sends meanwhile.
         let first = tokio::select! {
             biased;

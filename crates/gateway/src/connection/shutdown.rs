@@ -1,33 +1,51 @@
 //! The connection loop's shutdown branch: the shared `CancellationToken`'s future, registered
-//! once and afterwards checked with one atomic load per loop turn.
+//! once, then checked through a flag of the connection's own.
 //!
-//! Every connection waits on the same token. Polling its `cancelled()` future again while it is
-//! waiting takes the lock of the token's wait list — one mutex shared by every connection of the
-//! node — to compare wakers, and the loop polls it on every turn (twice per data frame): a lock
-//! bounced between the workers per frame (`docs/benchmarks.md`, "Frame cost"). Once registered
-//! the waker stays in the list until the token fires, so later polls need only `is_cancelled`
-//! (an atomic load), unless the task's waker changed.
+//! Every connection waits on the node's one token, and the loop polls its branch on every turn
+//! (twice per data frame). Polling `cancelled()` again, or calling `is_cancelled()`, takes the
+//! token's locks — its tree node's mutex and its wait list's, each shared by every connection of
+//! the node — so each frame bounced two locks between the workers (1.6 % of the server's CPU in
+//! the one-ticker fan-out profile, `docs/benchmarks.md`, "Frame cost"). Here the token's wait
+//! list holds a waker of ours that sets `fired` and wakes the task: a turn costs an uncontended
+//! atomic load and an `AtomicWaker` check on memory only this connection touches.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use futures::task::AtomicWaker;
+use tokio_util::sync::WaitForCancellationFuture;
 
-/// Resolves when `token` is cancelled; see the module docs.
+/// Resolves when the token behind `wait` is cancelled; see the module docs.
 pub(super) struct Shutdown<'t, 'p> {
-    token: &'t CancellationToken,
     wait: Pin<&'p mut WaitForCancellationFuture<'t>>,
-    /// The waker registered in the token's wait list, once it is.
-    registered: Option<Waker>,
+    /// Created on the first poll, when `wait` registers it in the token's wait list.
+    flag: Option<Arc<Flag>>,
+}
+
+/// The waker in the token's wait list: records that it fired, then wakes the task.
+#[derive(Default)]
+struct Flag {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
 }
 
 impl<'t, 'p> Shutdown<'t, 'p> {
-    pub(super) fn new(
-        token: &'t CancellationToken,
-        wait: Pin<&'p mut WaitForCancellationFuture<'t>>,
-    ) -> Self {
-        Self { token, wait, registered: None }
+    pub(super) fn new(wait: Pin<&'p mut WaitForCancellationFuture<'t>>) -> Self {
+        Self { wait, flag: None }
     }
 }
 
@@ -35,26 +53,35 @@ impl Future for Shutdown<'_, '_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.token.is_cancelled() {
-            return Poll::Ready(());
-        }
-        if self.registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            return Poll::Pending;
-        }
         let this = &mut *self;
-        let polled = this.wait.as_mut().poll(cx);
-        if polled.is_pending() {
-            this.registered = Some(cx.waker().clone());
-        }
-        polled
+        let flag = match &this.flag {
+            Some(flag) => {
+                flag.task.register(cx.waker());
+                // Checked after registering, so a wake racing this poll is never lost.
+                if !flag.fired.load(Ordering::Acquire) {
+                    return Poll::Pending;
+                }
+                Arc::clone(flag)
+            }
+            None => {
+                let flag = Arc::new(Flag::default());
+                flag.task.register(cx.waker());
+                this.flag = Some(Arc::clone(&flag));
+                flag
+            }
+        };
+        // First poll, or the token fired: ask the token itself (this takes its locks, once).
+        flag.fired.store(false, Ordering::Relaxed);
+        let waker = Waker::from(Arc::clone(&flag));
+        this.wait.as_mut().poll(&mut Context::from_waker(&waker))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio_util::sync::CancellationToken;
 
     use super::*;
 
@@ -76,7 +103,7 @@ mod tests {
         let token = CancellationToken::new();
         let wait = token.cancelled();
         tokio::pin!(wait);
-        let mut shutdown = Shutdown::new(&token, wait);
+        let mut shutdown = Shutdown::new(wait);
         let (count, w) = waker();
         let mut cx = Context::from_waker(&w);
         for _ in 0..3 {
@@ -92,13 +119,24 @@ mod tests {
         let token = CancellationToken::new();
         let wait = token.cancelled();
         tokio::pin!(wait);
-        let mut shutdown = Shutdown::new(&token, wait);
+        let mut shutdown = Shutdown::new(wait);
         let (first, w1) = waker();
         assert!(Pin::new(&mut shutdown).poll(&mut Context::from_waker(&w1)).is_pending());
         let (second, w2) = waker();
         assert!(Pin::new(&mut shutdown).poll(&mut Context::from_waker(&w2)).is_pending());
         token.cancel();
-        assert_eq!(first.0.load(Ordering::SeqCst), 0, "replaced in the wait list");
+        assert_eq!(first.0.load(Ordering::SeqCst), 0, "the task's waker was replaced");
         assert_eq!(second.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_token_cancelled_before_the_first_poll_resolves_at_once() {
+        let token = CancellationToken::new();
+        let wait = token.cancelled();
+        tokio::pin!(wait);
+        token.cancel();
+        let mut shutdown = Shutdown::new(wait);
+        let (_, w) = waker();
+        assert!(Pin::new(&mut shutdown).poll(&mut Context::from_waker(&w)).is_ready());
     }
 }
