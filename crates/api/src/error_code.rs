@@ -103,6 +103,15 @@ error_codes! {
     InvalidTs => "invalid_ts",
     /// The client is over one of its limits (`Retry-After` says when to try again).
     RateLimited => "rate_limited",
+    /// A quote field (`bid`, `ask`, sizes, `volume`, `open`, `high`, `low`, `prev_close`) that
+    /// is not a finite number of at least zero.
+    InvalidQuote => "invalid_quote",
+    /// A quote whose `bid` is above its `ask`.
+    CrossedQuote => "crossed_quote",
+    /// A status that is not `halted` or `resumed`.
+    InvalidStatus => "invalid_status",
+    /// A status for a ticker that has no price yet.
+    NoPrice => "no_price",
 }
 
 impl fmt::Display for ErrorCode {

@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`ticker`]: validated ticker symbols ([`Ticker`]), a `Copy` value that never allocates;
 //! - [`tick`]: one price update ([`Tick`]) with its JSON encoding computed once, at creation;
+//! - [`quote`]: the optional quote fields of a tick ([`Quote`]);
+//! - [`status`]: a ticker's status ([`TickerStatus`]) and its changes ([`StatusUpdate`]);
 //! - [`session`]: session ids and what a client may learn about a session;
 //! - [`service`]: [`MonitoringService`], the seam the gateway calls. The engine implements it
 //!   in-process today; a gRPC client (`RealTimePriceMonitoringService`) implements it later, so the
@@ -16,8 +18,10 @@ pub mod backoff;
 pub mod config;
 pub mod duration;
 pub mod error_code;
+pub mod quote;
 pub mod service;
 pub mod session;
+pub mod status;
 pub mod tick;
 pub mod ticker;
 pub mod universe;
@@ -26,8 +30,10 @@ pub use backoff::Backoff;
 pub use config::ConfigError;
 pub use duration::{format_duration, parse_duration};
 pub use error_code::ErrorCode;
+pub use quote::{Quote, QuoteError};
 pub use service::{CloseReason, MonitoringService, ServiceError, SessionEvent, StartRequest};
 pub use session::{SessionId, SessionInfo, SessionState};
+pub use status::{SharedStatus, StatusUpdate, TickerStatus, TradingStatus};
 pub use tick::{SharedTick, Tick, TickError, TsError, TsWindow, now_ms};
 pub use ticker::{Ticker, TickerError, normalize_tickers};
 pub use universe::universe;

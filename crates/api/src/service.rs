@@ -9,7 +9,7 @@ use std::future::Future;
 
 use futures::Stream;
 
-use crate::{SessionId, SessionInfo, SharedTick, Tick, Ticker};
+use crate::{SessionId, SessionInfo, SharedStatus, SharedTick, Tick, Ticker, TradingStatus};
 
 /// A request to create a session.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +31,11 @@ pub enum SessionEvent {
     Snapshot(Vec<SharedTick>),
     /// Every ticker that changed since the previous event, each at most once, latest value.
     Prices(Vec<SharedTick>),
+    /// Tickers whose status changed since the previous event, each at most once, latest status.
+    /// Right after a snapshot, it gives the status of each snapshotted ticker that is not
+    /// `live` (a ticker it leaves out is live), so a client knows every ticker's status from the
+    /// snapshot on. Never empty; it comes before the prices of the same moment.
+    Status(Vec<SharedStatus>),
     /// The stream is over; the last item.
     Closed(CloseReason),
 }
@@ -109,6 +114,22 @@ pub trait MonitoringService: Send + Sync + 'static {
 
     /// Publishes prices through the broker, exactly as a feed does.
     fn publish(&self, ticks: Vec<Tick>) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    /// Publishes producers' trading statuses: each ticker's latest record again, with the status,
+    /// at the current time (never older than the record). Returns the tickers left out because
+    /// they have no price yet (a status is part of a ticker's record).
+    ///
+    /// The default is for services that cannot do it (a remote engine link without the call):
+    /// they answer `Unavailable`.
+    fn publish_status(
+        &self,
+        statuses: Vec<(Ticker, TradingStatus)>,
+    ) -> impl Future<Output = Result<Vec<Ticker>, ServiceError>> + Send {
+        let _ = statuses;
+        std::future::ready(Err(ServiceError::Unavailable(
+            "this engine link cannot publish statuses; publish them on the broker".into(),
+        )))
+    }
 
     /// Whether the service can take requests now (`/healthz`): false when a remote service has
     /// no reachable engine.

@@ -3,22 +3,32 @@
 //! A tick published to a ticker watched by 10,000 sessions is written 10,000 times; encoding it
 //! once and sharing the bytes (`Arc<Tick>`) turns the per-session cost into a `memcpy` (the
 //! "encode once, share everywhere" rule of `docs/design.md`).
+//!
+//! Besides its price a tick may carry a [`Quote`] (bid/ask, sizes, the day's figures) and a
+//! producer's [`TradingStatus`]; both are part of the one record and of its JSON only when
+//! present. A tick is a whole record: it replaces the ticker's previous one field for field.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::Ticker;
+use crate::quote::QuoteError;
+use crate::{ErrorCode, Quote, Ticker, TradingStatus};
 
 /// A tick shared by every session that receives it.
 pub type SharedTick = Arc<Tick>;
 
-/// A price for a ticker at a publish time.
+/// A price for a ticker at a publish time, with its optional quote and trading status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tick {
     ticker: Ticker,
     price: f64,
     ts_ms: u64,
-    /// `{"ticker":"AAPL","price":189.25,"ts":1764230400123}` — the wire form on every transport.
+    /// Boxed and optional: most ticks of a price-only producer carry none, and the cache holds
+    /// up to 100,000 ticks.
+    quote: Option<Box<Quote>>,
+    trading: Option<TradingStatus>,
+    /// `{"ticker":"AAPL","price":189.25,"ts":1764230400123}` — the wire form on every transport,
+    /// followed by the present quote fields and `"status"` when there is one.
     json: Box<str>,
 }
 
@@ -27,6 +37,19 @@ pub struct Tick {
 pub enum TickError {
     #[error("price must be a finite number greater than zero, got {0}")]
     BadPrice(f64),
+    #[error(transparent)]
+    BadQuote(#[from] QuoteError),
+}
+
+impl TickError {
+    /// The code a client receives for this refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadPrice(_) => ErrorCode::InvalidPrice,
+            Self::BadQuote(QuoteError::BadField { .. }) => ErrorCode::InvalidQuote,
+            Self::BadQuote(QuoteError::Crossed { .. }) => ErrorCode::CrossedQuote,
+        }
+    }
 }
 
 impl Tick {
@@ -38,11 +61,55 @@ impl Tick {
         if !price.is_finite() || price <= 0.0 {
             return Err(TickError::BadPrice(price));
         }
+        let mut tick = Self { ticker, price, ts_ms, quote: None, trading: None, json: Box::default() };
+        tick.encode();
+        Ok(tick)
+    }
+
+    /// The same tick with `quote` (an empty quote is none).
+    ///
+    /// # Errors
+    /// [`TickError::BadQuote`] for a field that is not finite and non-negative, or a bid above
+    /// the ask.
+    pub fn with_quote(mut self, quote: Quote) -> Result<Self, TickError> {
+        quote.validate()?;
+        self.quote = (!quote.is_empty()).then(|| Box::new(quote));
+        self.encode();
+        Ok(self)
+    }
+
+    /// The same tick with a producer's trading status (or none).
+    #[must_use]
+    pub fn with_trading_status(mut self, trading: Option<TradingStatus>) -> Self {
+        self.trading = trading;
+        self.encode();
+        self
+    }
+
+    /// The same record at another publish time (a status published for the last price).
+    #[must_use]
+    pub fn at(mut self, ts_ms: u64) -> Self {
+        self.ts_ms = ts_ms;
+        self.encode();
+        self
+    }
+
+    fn encode(&mut self) {
+        let Self { ticker, price, ts_ms, .. } = *self;
         // serde_json prints the shortest representation that round-trips (ryu), so 189.25 stays
         // "189.25" rather than "189.25000000000003".
         let price_json = serde_json::Number::from_f64(price).map(|n| n.to_string()).unwrap_or_default();
-        let json = format!(r#"{{"ticker":"{ticker}","price":{price_json},"ts":{ts_ms}}}"#).into_boxed_str();
-        Ok(Self { ticker, price, ts_ms, json })
+        let mut json = format!(r#"{{"ticker":"{ticker}","price":{price_json},"ts":{ts_ms}"#);
+        if let Some(q) = &self.quote {
+            q.write_json(&mut json);
+        }
+        if let Some(t) = self.trading {
+            json.push_str(r#","status":""#);
+            json.push_str(t.as_str());
+            json.push('"');
+        }
+        json.push('}');
+        self.json = json.into_boxed_str();
     }
 
     pub fn ticker(&self) -> Ticker {
@@ -56,6 +123,16 @@ impl Tick {
     /// Publish time, milliseconds since the Unix epoch.
     pub fn ts_ms(&self) -> u64 {
         self.ts_ms
+    }
+
+    /// The quote fields; [`Quote::EMPTY`] for a price-only tick.
+    pub fn quote(&self) -> &Quote {
+        self.quote.as_deref().unwrap_or(&Quote::EMPTY)
+    }
+
+    /// The producer's trading status in this record, if any.
+    pub fn trading_status(&self) -> Option<TradingStatus> {
+        self.trading
     }
 
     /// The JSON object for this tick (no trailing separator).
@@ -137,6 +214,40 @@ mod tests {
             assert!(Tick::new(t, p, 1).is_err(), "{p} accepted");
         }
         assert!(Tick::new(t, 1e-9, 1).is_ok());
+    }
+
+    #[test]
+    fn quote_fields_and_status_are_encoded_only_when_present() {
+        let t = Tick::new(Ticker::parse("AAPL").unwrap(), 189.25, 5).unwrap();
+        let q = Quote { bid: Some(189.2), ask: Some(189.3), volume: Some(1200.0), ..Quote::EMPTY };
+        let quoted = t.clone().with_quote(q).unwrap();
+        assert_eq!(
+            quoted.json(),
+            r#"{"ticker":"AAPL","price":189.25,"ts":5,"bid":189.2,"ask":189.3,"volume":1200.0}"#
+        );
+        assert_eq!(quoted.quote(), &q);
+        assert_eq!(t.quote(), &Quote::EMPTY);
+        let halted = quoted.with_trading_status(Some(TradingStatus::Halted)).at(9);
+        let v: serde_json::Value = serde_json::from_str(halted.json()).unwrap();
+        assert_eq!(v["status"], "halted");
+        assert_eq!(v["ts"], 9);
+        assert_eq!(v["bid"], 189.2);
+        assert!(!t.json().contains("null"));
+        let empty = t.clone().with_quote(Quote::EMPTY).unwrap();
+        assert_eq!(empty, t, "an empty quote is no quote");
+    }
+
+    #[test]
+    fn bad_quotes_are_refused_with_their_codes() {
+        let t = || Tick::new(Ticker::parse("A").unwrap(), 1.0, 1).unwrap();
+        let neg = Quote { bid_size: Some(-1.0), ..Quote::EMPTY };
+        assert_eq!(t().with_quote(neg).unwrap_err().code(), ErrorCode::InvalidQuote);
+        let crossed = Quote { bid: Some(2.0), ask: Some(1.5), ..Quote::EMPTY };
+        assert_eq!(t().with_quote(crossed).unwrap_err().code(), ErrorCode::CrossedQuote);
+        assert_eq!(
+            Tick::new(Ticker::parse("A").unwrap(), 0.0, 1).unwrap_err().code(),
+            ErrorCode::InvalidPrice
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@ fn prices(ev: &SessionEvent) -> Vec<(String, f64)> {
     let ticks = match ev {
         SessionEvent::Snapshot(v) | SessionEvent::Prices(v) => v,
         SessionEvent::Closed(r) => panic!("unexpected close {r:?}"),
+        SessionEvent::Status(s) => panic!("unexpected status {s:?}"),
     };
     let mut out: Vec<_> = ticks.iter().map(|t| (t.ticker().to_string(), t.price())).collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));

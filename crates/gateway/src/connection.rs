@@ -265,6 +265,10 @@ impl<S: MonitoringService> Connection<S> {
         let (kind, ticks) = match event {
             Some(SessionEvent::Snapshot(ticks)) => (DataKind::Snapshot, ticks),
             Some(SessionEvent::Prices(ticks)) => (DataKind::Prices, ticks),
+            Some(SessionEvent::Status(statuses)) => {
+                *seq += 1;
+                return self.write(ws, protocol::status_message(*seq, &statuses)).await;
+            }
             Some(SessionEvent::Closed(reason)) => return Err(Ending::Server(close_code(reason))),
             // A stream must end with `Closed`; ending silently is an engine fault.
             None => return Err(Ending::Server(CloseCode::InternalError)),

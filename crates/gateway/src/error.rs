@@ -47,7 +47,7 @@ impl From<TickerError> for ApiError {
 
 impl From<TickError> for ApiError {
     fn from(e: TickError) -> Self {
-        Self::bad_request(ErrorCode::InvalidPrice, e.to_string())
+        Self::bad_request(e.code(), e.to_string())
     }
 }
 
@@ -76,7 +76,8 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         | C::InvalidHandshake
         | C::InvalidMessage
         | C::UnknownType => StatusCode::BAD_REQUEST,
-        C::InvalidTs => StatusCode::BAD_REQUEST,
+        C::InvalidTs | C::InvalidQuote | C::CrossedQuote | C::InvalidStatus => StatusCode::BAD_REQUEST,
+        C::NoPrice => StatusCode::CONFLICT,
         C::Unauthorized => StatusCode::UNAUTHORIZED,
         C::Forbidden | C::OriginNotAllowed => StatusCode::FORBIDDEN,
         C::RateLimited => StatusCode::TOO_MANY_REQUESTS,

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use serde_json::Value;
-use tickstream_api::{ErrorCode, SharedTick, Ticker, normalize_tickers};
+use tickstream_api::{ErrorCode, SharedStatus, SharedTick, Ticker, normalize_tickers};
 
 /// A message from the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,6 +97,23 @@ pub fn data_message(kind: DataKind, seq: u64, ticks: &[SharedTick]) -> String {
     out
 }
 
+/// `{"type":"status","seq":N,"statuses":[{"ticker":…,"status":…,"ts":…},…]}`, assembled from
+/// each update's pre-encoded JSON like a data message.
+pub fn status_message(seq: u64, statuses: &[SharedStatus]) -> String {
+    let body: usize = statuses.iter().map(|s| s.json().len() + 1).sum();
+    let mut out = String::with_capacity(48 + body);
+    // Writing to a String cannot fail.
+    let _ = write!(out, r#"{{"type":"status","seq":{seq},"statuses":["#);
+    for (i, s) in statuses.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(s.json());
+    }
+    out.push_str("]}");
+    out
+}
+
 /// `{"type":"pong","ts":N}`.
 pub fn pong(ts_ms: u64) -> String {
     format!(r#"{{"type":"pong","ts":{ts_ms}}}"#)
@@ -122,7 +139,7 @@ pub fn error(code: ErrorCode, message: &str) -> String {
 mod tests {
     use std::sync::Arc;
 
-    use tickstream_api::Tick;
+    use tickstream_api::{StatusUpdate, Tick, TickerStatus};
 
     use super::*;
 
@@ -168,6 +185,14 @@ mod tests {
         let v: Value = serde_json::from_str(&data_message(DataKind::Snapshot, 1, &[])).unwrap();
         assert_eq!(v, serde_json::json!({"type":"snapshot","seq":1,"prices":[]}));
         assert_eq!(pong(9), r#"{"type":"pong","ts":9}"#);
+        let halted = Arc::new(StatusUpdate::new(Ticker::parse("A").unwrap(), TickerStatus::Halted, 5));
+        let stale = Arc::new(StatusUpdate::new(Ticker::parse("B").unwrap(), TickerStatus::Stale, 4));
+        let v: Value = serde_json::from_str(&status_message(3, &[halted, stale])).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"status","seq":3,"statuses":[
+                {"ticker":"A","status":"halted","ts":5},{"ticker":"B","status":"stale","ts":4}]})
+        );
         let v: Value = serde_json::from_str(&subscribed(&[Ticker::parse("A").unwrap()])).unwrap();
         assert_eq!(v, serde_json::json!({"type":"subscribed","tickers":["A"]}));
         let v: Value = serde_json::from_str(&error(ErrorCode::InvalidJson, "say \"hi\"")).unwrap();

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use tickstream_api::{
-    CloseReason, ErrorCode, ServiceError, SessionEvent, SessionId, SessionInfo, SessionState, SharedTick,
-    Tick, Ticker,
+    CloseReason, ErrorCode, Quote, ServiceError, SessionEvent, SessionId, SessionInfo, SessionState,
+    SharedStatus, SharedTick, StatusUpdate, Tick, Ticker, TickerStatus, TradingStatus,
 };
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -109,12 +109,88 @@ pub(crate) fn tickers_out(list: &[Ticker]) -> Vec<String> {
 }
 
 pub(crate) fn price_out(t: &Tick) -> pb::Price {
-    pb::Price { ticker: t.ticker().as_str().to_owned(), price: t.price(), ts_ms: t.ts_ms() }
+    let q = t.quote();
+    pb::Price {
+        ticker: t.ticker().as_str().to_owned(),
+        price: t.price(),
+        ts_ms: t.ts_ms(),
+        bid: q.bid,
+        ask: q.ask,
+        bid_size: q.bid_size,
+        ask_size: q.ask_size,
+        size: q.size,
+        volume: q.volume,
+        open: q.open,
+        high: q.high,
+        low: q.low,
+        prev_close: q.prev_close,
+        status: t.trading_status().map(|s| status_out(s.into()) as i32),
+    }
 }
 
+/// A price off the wire, validated like any input: the quote (`invalid_quote`,
+/// `crossed_quote`) and the status, which may only be `HALTED` or `RESUMED` (`invalid_status`).
 pub(crate) fn price_in(p: &pb::Price) -> Result<Tick, Status> {
     let ticker = Ticker::parse(&p.ticker).map_err(|e| invalid(ErrorCode::InvalidTicker, e.to_string()))?;
-    Tick::new(ticker, p.price, p.ts_ms).map_err(|e| invalid(ErrorCode::InvalidPrice, e.to_string()))
+    let quote = Quote {
+        bid: p.bid,
+        ask: p.ask,
+        bid_size: p.bid_size,
+        ask_size: p.ask_size,
+        size: p.size,
+        volume: p.volume,
+        open: p.open,
+        high: p.high,
+        low: p.low,
+        prev_close: p.prev_close,
+    };
+    let trading = match p.status.map(status_in) {
+        None => None,
+        Some(Some(TickerStatus::Halted)) => Some(TradingStatus::Halted),
+        Some(Some(TickerStatus::Resumed)) => Some(TradingStatus::Resumed),
+        Some(_) => return Err(invalid(ErrorCode::InvalidStatus, "a price's status is HALTED or RESUMED")),
+    };
+    Tick::new(ticker, p.price, p.ts_ms)
+        .and_then(|t| t.with_quote(quote))
+        .map(|t| t.with_trading_status(trading))
+        .map_err(|e| invalid(e.code(), e.to_string()))
+}
+
+fn status_out(s: TickerStatus) -> pb::TickerStatus {
+    match s {
+        TickerStatus::Live => pb::TickerStatus::Live,
+        TickerStatus::Stale => pb::TickerStatus::Stale,
+        TickerStatus::Halted => pb::TickerStatus::Halted,
+        TickerStatus::Resumed => pb::TickerStatus::Resumed,
+    }
+}
+
+fn status_in(s: i32) -> Option<TickerStatus> {
+    match pb::TickerStatus::try_from(s) {
+        Ok(pb::TickerStatus::Live) => Some(TickerStatus::Live),
+        Ok(pb::TickerStatus::Stale) => Some(TickerStatus::Stale),
+        Ok(pb::TickerStatus::Halted) => Some(TickerStatus::Halted),
+        Ok(pb::TickerStatus::Resumed) => Some(TickerStatus::Resumed),
+        _ => None,
+    }
+}
+
+fn statuses_out(list: &[SharedStatus]) -> pb::Statuses {
+    let one = |s: &SharedStatus| pb::StatusChange {
+        ticker: s.ticker().as_str().to_owned(),
+        status: status_out(s.status()) as i32,
+        ts_ms: s.ts_ms(),
+    };
+    pb::Statuses { statuses: list.iter().map(one).collect() }
+}
+
+/// Statuses off the wire; a malformed entry is skipped, never trusted.
+fn statuses_in(list: &pb::Statuses) -> Vec<SharedStatus> {
+    let one = |s: &pb::StatusChange| {
+        let ticker = Ticker::parse(&s.ticker).ok()?;
+        Some(std::sync::Arc::new(StatusUpdate::new(ticker, status_in(s.status)?, s.ts_ms)))
+    };
+    list.statuses.iter().filter_map(one).collect()
 }
 
 fn state_out(s: SessionState) -> pb::SessionState {
@@ -172,6 +248,7 @@ pub(crate) fn event_out(ev: &SessionEvent) -> pb::PriceUpdate {
     let event = match ev {
         SessionEvent::Snapshot(t) => Event::Snapshot(prices_out(t)),
         SessionEvent::Prices(t) => Event::Prices(prices_out(t)),
+        SessionEvent::Status(s) => Event::Status(statuses_out(s)),
         SessionEvent::Closed(reason) => Event::Closed(match reason {
             CloseReason::Replaced => pb::CloseReason::Replaced,
             CloseReason::SessionEnded => pb::CloseReason::SessionEnded,
@@ -191,6 +268,11 @@ pub(crate) fn event_in(update: pb::PriceUpdate) -> Option<SessionEvent> {
     Some(match update.event? {
         Event::Snapshot(p) => SessionEvent::Snapshot(ticks(p)),
         Event::Prices(p) => SessionEvent::Prices(ticks(p)),
+        // Every entry malformed: nothing to say (a status event is never empty).
+        Event::Status(s) => match statuses_in(&s) {
+            list if list.is_empty() => return None,
+            list => SessionEvent::Status(list),
+        },
         Event::Closed(r) => SessionEvent::Closed(match pb::CloseReason::try_from(r) {
             Ok(pb::CloseReason::Replaced) => CloseReason::Replaced,
             Ok(pb::CloseReason::SessionEnded) => CloseReason::SessionEnded,
@@ -238,12 +320,32 @@ mod tests {
         ] {
             assert_eq!(event_in(event_out(&ev)), Some(ev));
         }
+        let quoted = Tick::new(Ticker::parse("MSFT").unwrap(), 410.5, 6)
+            .unwrap()
+            .with_quote(Quote { bid: Some(410.4), ask: Some(410.6), prev_close: Some(400.0), ..Quote::EMPTY })
+            .unwrap()
+            .with_trading_status(Some(TradingStatus::Halted));
+        let status = |s| std::sync::Arc::new(StatusUpdate::new(Ticker::parse("MSFT").unwrap(), s, 6));
+        for ev in [
+            SessionEvent::Prices(vec![std::sync::Arc::new(quoted.clone())]),
+            SessionEvent::Status(TickerStatus::ALL.into_iter().map(status).collect()),
+        ] {
+            assert_eq!(event_in(event_out(&ev)), Some(ev), "quotes and statuses survive the wire");
+        }
+        let mut live = price_out(&quoted);
+        live.status = Some(pb::TickerStatus::Stale as i32);
+        let refused = price_in(&live).unwrap_err();
+        assert_eq!(refused.metadata().get(ERROR_KEY).unwrap(), "invalid_status");
+        live.status = None;
+        live.bid = Some(411.0);
+        let refused = price_in(&live).unwrap_err();
+        assert_eq!(refused.metadata().get(ERROR_KEY).unwrap(), "crossed_quote");
         let bad = pb::PriceUpdate {
             event: Some(pb::price_update::Event::Prices(pb::Prices {
                 prices: vec![
-                    pb::Price { ticker: "no way".into(), price: 1.0, ts_ms: 1 },
-                    pb::Price { ticker: "A".into(), price: f64::NAN, ts_ms: 1 },
-                    pb::Price { ticker: "B".into(), price: 2.0, ts_ms: 1 },
+                    pb::Price { ticker: "no way".into(), price: 1.0, ts_ms: 1, ..Default::default() },
+                    pb::Price { ticker: "A".into(), price: f64::NAN, ts_ms: 1, ..Default::default() },
+                    pb::Price { ticker: "B".into(), price: 2.0, ts_ms: 1, ..Default::default() },
                 ],
             })),
         };

@@ -366,14 +366,29 @@ mod tests {
         let rt = super::build_runtime().expect("runtime");
         let m = Metrics::new();
         m.observe_runtime(rt.handle());
-        rt.block_on(async {
+        let polled = |text: &str| {
+            text.lines()
+                .filter(|l| l.starts_with("tickstream_runtime_worker_polls_total{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        // Workers publish their figures when they park or at maintenance, not per poll: wait for
+        // that (a loaded machine may keep them busy a while) rather than read once.
+        let text = rt.block_on(async {
             for _ in 0..50 {
                 tokio::spawn(async { std::hint::black_box((0..10_000u64).sum::<u64>()) })
                     .await
                     .expect("task");
             }
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                let text = m.render();
+                if polled(&text) >= 50.0 || tokio::time::Instant::now() > deadline {
+                    return text;
+                }
+            }
         });
-        let text = m.render();
         for name in ["poll_time_seconds", "schedule_latency_seconds"] {
             assert!(text.contains(&format!("# TYPE tickstream_runtime_{name} histogram")), "{name}:\n{text}");
             let count: f64 = text
@@ -387,12 +402,7 @@ mod tests {
         for name in ["worker_steals_total", "worker_polls_total", "worker_local_queue_depth"] {
             assert!(text.contains(&format!("tickstream_runtime_{name}{{worker=\"0\"}} ")), "{name}:\n{text}");
         }
-        let polls: f64 = text
-            .lines()
-            .filter(|l| l.starts_with("tickstream_runtime_worker_polls_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum();
-        assert!(polls >= 50.0, "polls {polls}");
+        assert!(polled(&text) >= 50.0, "polls {}", polled(&text));
         assert!(text.contains("tickstream_runtime_remote_schedules_total "), "{text}");
         assert!(text.contains("tickstream_runtime_budget_forced_yields_total "), "{text}");
 
