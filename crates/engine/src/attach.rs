@@ -19,8 +19,13 @@ impl Engine {
     /// stream starts with a snapshot of the session's tickers.
     pub(crate) async fn attach(&self, id: SessionId) -> Result<Updates, ServiceError> {
         let session = self.live_session(id)?;
-        // Rates were validated at creation, so this is a sane, finite interval.
-        let min_interval = session.max_rate_hz.map(|hz| Duration::from_secs_f64(1.0 / hz));
+        // Rates were validated at creation, so this is a sane, finite interval. The node's
+        // coalescing window paces every stream the same way, the longer of the two winning.
+        let window = self.inner.config.coalesce_window;
+        let min_interval = session
+            .max_rate_hz
+            .map(|hz| Duration::from_secs_f64(1.0 / hz))
+            .max((!window.is_zero()).then_some(window));
         // The ticker list and the epoch are taken together (membership, then stream): a ticker
         // change racing this attach is either in the list, or its snapshot lands on this stream.
         let (tickers, epoch) = {

@@ -43,7 +43,7 @@ mod status;
 mod stream;
 
 pub use cluster::SharedEngine;
-pub use registry::{EngineConfig, MAX_RATE_HZ, MIN_RATE_HZ};
+pub use registry::{EngineConfig, MAX_COALESCE_WINDOW, MAX_RATE_HZ, MIN_RATE_HZ};
 pub use stream::Updates;
 
 use fanout::Fanout;
@@ -183,6 +183,7 @@ pub(crate) fn unavailable(e: BrokerError) -> ServiceError {
 
 #[cfg(test)]
 mod status_tests;
+mod coalesce_tests;
 #[cfg(test)]
 mod symbol_tests;
 #[cfg(test)]

@@ -38,7 +38,16 @@ pub struct EngineConfig {
     /// A watched ticker this node hears no update of for this long turns `stale`
     /// (`--stale-after`).
     pub stale_after: Duration,
+    /// The coalescing window (`--coalesce-window`, zero = off): a stream whose last message
+    /// left less than this ago waits out the rest of it, letting its map conflate, so a session
+    /// whose updates outpace the window gets fewer, fuller messages; one whose updates arrive
+    /// slower never waits. A session's `max_rate_hz` interval applies when it is longer.
+    pub coalesce_window: Duration,
 }
+
+/// Longest `--coalesce-window`: past it the window stops being a batching delay and becomes a
+/// rate cap, which is what a session's `max_rate_hz` is for.
+pub const MAX_COALESCE_WINDOW: Duration = Duration::from_secs(1);
 
 impl EngineConfig {
     /// The documented defaults (README "Configuration"); the CLI's defaults follow them.
@@ -48,15 +57,23 @@ impl EngineConfig {
         max_sessions: 200_000,
         max_symbols: tickstream_broker::DEFAULT_MAX_SYMBOLS,
         stale_after: Duration::from_secs(10),
+        coalesce_window: Duration::ZERO,
     };
 
     /// # Errors
-    /// A zero TTL (every session would expire at once) or a zero limit, naming the setting.
+    /// A zero TTL (every session would expire at once), a zero limit, or a coalescing window
+    /// over [`MAX_COALESCE_WINDOW`], naming the setting.
     pub fn validate(&self) -> Result<(), tickstream_api::ConfigError> {
         tickstream_api::config::positive(&[
             ("--session-ttl", self.session_ttl),
             ("--stale-after", self.stale_after),
         ])?;
+        if self.coalesce_window > MAX_COALESCE_WINDOW {
+            return Err(tickstream_api::ConfigError(format!(
+                "--coalesce-window must be at most {} ms",
+                MAX_COALESCE_WINDOW.as_millis()
+            )));
+        }
         tickstream_api::config::at_least_one(&[
             ("--max-tickers-per-session", self.max_tickers_per_session),
             ("--max-sessions", self.max_sessions),

@@ -36,6 +36,7 @@ use crate::encoding::{Encoding, Reply};
 use crate::protocol::DataKind;
 
 mod requests;
+mod shutdown;
 
 use requests::{Request, Requests};
 
@@ -168,9 +169,11 @@ impl<S: MonitoringService> Connection<S> {
         let cfg = &*self.config;
         let mut seq: u64 = 0;
         // Created once: every `cancelled()` call registers with the token shared by all
-        // connections, which would be a contended lock per loop turn.
-        let shutdown = self.shutdown.cancelled();
-        tokio::pin!(shutdown);
+        // connections, which would be a contended lock per loop turn; and registered once
+        // (`shutdown`): re-polling it, or `is_cancelled()`, would take the token's locks too.
+        let cancelled = self.shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let mut shutdown = shutdown::Shutdown::new(cancelled);
         // The snapshot is the first message, whatever the client sends meanwhile.
         let first = tokio::select! {
             biased;
@@ -279,7 +282,7 @@ impl<S: MonitoringService> Connection<S> {
         };
         *seq += 1;
         self.write(ws, self.encoding.data(kind, *seq, &ticks)).await?;
-        self.delivered(&ticks);
+        self.delivered(&ticks, kind == DataKind::Prices);
         Ok(())
     }
 
@@ -293,8 +296,15 @@ impl<S: MonitoringService> Connection<S> {
         Ok(())
     }
 
-    fn delivered(&self, ticks: &[SharedTick]) {
+    /// Counts delivered updates and, for prices, their delivery latency. A snapshot's `ts` is
+    /// the age of the last price (up to seconds for a quiet ticker), not a delivery time: under
+    /// session churn the snapshots were the "late" ~3% of the histogram (docs/benchmarks.md,
+    /// "## k6"). The load generator and the k6 script leave them out the same way.
+    fn delivered(&self, ticks: &[SharedTick], timed: bool) {
         self.metrics.updates_delivered.inc_by(ticks.len() as u64);
+        if !timed {
+            return;
+        }
         let now_ms =
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0);
         for tick in ticks {

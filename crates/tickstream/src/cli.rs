@@ -56,6 +56,10 @@ macro_rules! duration_default {
     }};
 }
 
+#[path = "cli_coalesce.rs"]
+mod coalesce;
+pub use coalesce::CoalesceOpts;
+
 /// Options of the HTTP/WebSocket edge (`serve` and `gateway`).
 #[derive(Debug, Clone, Args)]
 pub struct EdgeOpts {
@@ -147,6 +151,7 @@ pub struct SessionOpts {
     pub max_symbols: usize,
     #[command(flatten)]
     pub status: crate::status_opts::StatusOpts,
+    pub coalesce: CoalesceOpts,
 }
 
 /// Options of the simulated feed (`serve` and `feed`).

@@ -58,6 +58,7 @@ pub(crate) fn engine_config(opts: &SessionOpts) -> EngineConfig {
         max_sessions: opts.max_sessions,
         max_symbols: opts.max_symbols,
         stale_after: opts.status.stale_after,
+        coalesce_window: opts.coalesce.coalesce_window,
     }
 }
 

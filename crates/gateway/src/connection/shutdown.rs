@@ -1,0 +1,142 @@
+//! The connection loop's shutdown branch: the shared `CancellationToken`'s future, registered
+//! once, then checked through a flag of the connection's own.
+//!
+//! Every connection waits on the node's one token, and the loop polls its branch on every turn
+//! (twice per data frame). Polling `cancelled()` again, or calling `is_cancelled()`, takes the
+//! token's locks — its tree node's mutex and its wait list's, each shared by every connection of
+//! the node — so each frame bounced two locks between the workers (1.6 % of the server's CPU in
+//! the one-ticker fan-out profile, `docs/benchmarks.md`, "Frame cost"). Here the token's wait
+//! list holds a waker of ours that sets `fired` and wakes the task: a turn costs an uncontended
+//! atomic load and an `AtomicWaker` check on memory only this connection touches.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+
+use futures::task::AtomicWaker;
+use tokio_util::sync::WaitForCancellationFuture;
+
+/// Resolves when the token behind `wait` is cancelled; see the module docs.
+pub(super) struct Shutdown<'t, 'p> {
+    wait: Pin<&'p mut WaitForCancellationFuture<'t>>,
+    /// Created on the first poll, when `wait` registers it in the token's wait list.
+    flag: Option<Arc<Flag>>,
+}
+
+/// The waker in the token's wait list: records that it fired, then wakes the task.
+#[derive(Default)]
+struct Flag {
+    fired: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
+impl<'t, 'p> Shutdown<'t, 'p> {
+    pub(super) fn new(wait: Pin<&'p mut WaitForCancellationFuture<'t>>) -> Self {
+        Self { wait, flag: None }
+    }
+}
+
+impl Future for Shutdown<'_, '_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let flag = match &this.flag {
+            Some(flag) => {
+                flag.task.register(cx.waker());
+                // Checked after registering, so a wake racing this poll is never lost.
+                if !flag.fired.load(Ordering::Acquire) {
+                    return Poll::Pending;
+                }
+                Arc::clone(flag)
+            }
+            None => {
+                let flag = Arc::new(Flag::default());
+                flag.task.register(cx.waker());
+                this.flag = Some(Arc::clone(&flag));
+                flag
+            }
+        };
+        // First poll, or the token fired: ask the token itself (this takes its locks, once).
+        flag.fired.store(false, Ordering::Relaxed);
+        let waker = Waker::from(Arc::clone(&flag));
+        this.wait.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (Arc::clone(&count), Waker::from(count))
+    }
+
+    #[test]
+    fn wakes_the_registered_task_once_cancelled_and_then_resolves() {
+        let token = CancellationToken::new();
+        let wait = token.cancelled();
+        tokio::pin!(wait);
+        let mut shutdown = Shutdown::new(wait);
+        let (count, w) = waker();
+        let mut cx = Context::from_waker(&w);
+        for _ in 0..3 {
+            assert!(Pin::new(&mut shutdown).poll(&mut cx).is_pending());
+        }
+        token.cancel();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the waker registered on the first poll is woken");
+        assert!(Pin::new(&mut shutdown).poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn a_new_waker_is_registered_again() {
+        let token = CancellationToken::new();
+        let wait = token.cancelled();
+        tokio::pin!(wait);
+        let mut shutdown = Shutdown::new(wait);
+        let (first, w1) = waker();
+        assert!(Pin::new(&mut shutdown).poll(&mut Context::from_waker(&w1)).is_pending());
+        let (second, w2) = waker();
+        assert!(Pin::new(&mut shutdown).poll(&mut Context::from_waker(&w2)).is_pending());
+        token.cancel();
+        assert_eq!(first.0.load(Ordering::SeqCst), 0, "the task's waker was replaced");
+        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_token_cancelled_before_the_first_poll_resolves_at_once() {
+        let token = CancellationToken::new();
+        let wait = token.cancelled();
+        tokio::pin!(wait);
+        token.cancel();
+        let mut shutdown = Shutdown::new(wait);
+        let (_, w) = waker();
+        assert!(Pin::new(&mut shutdown).poll(&mut Context::from_waker(&w)).is_ready());
+    }
+}
