@@ -62,7 +62,9 @@ pub(crate) fn engine_config(opts: &SessionOpts) -> EngineConfig {
 }
 
 /// A node's Redis broker, as the broker and as the session store (one value, two roles), and
-/// its `/readyz` check (`broker_disconnected` while the Pub/Sub connection is down).
+/// its `/readyz` check (`broker_disconnected` while the home shard's Pub/Sub connection is
+/// down: with shards, another shard being down pauses only its tickers, and every node sees
+/// the same shards, so taking nodes out of rotation for it would help nobody).
 pub(crate) struct RedisNode {
     pub broker: Arc<dyn Broker>,
     pub store: Arc<dyn SessionStore>,
