@@ -84,6 +84,7 @@ async fn a_quiet_ticker_turns_stale_within_stale_after_plus_the_sweep_interval_a
                 assert!(matches!(ev, SessionEvent::Prices(_)));
             }
             () = tokio::time::sleep(Duration::from_millis(500)) => {
+                assert!(started.elapsed() < STALE * 2, "A never turned stale");
                 publish(&e, "B", 2.0 + f64::from(b_updates)).await;
                 b_updates += 1;
             }

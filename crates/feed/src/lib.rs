@@ -51,6 +51,8 @@ impl FeedConfig {
 pub struct SimulatedFeed {
     walk: RandomWalk,
     rate: u32,
+    /// Set by [`SimulatedFeed::prime`]; `spawn` primes only a feed that was not.
+    primed: bool,
 }
 
 /// The price state: one price per ticker, moved by small log-normal steps, and its day.
@@ -165,11 +167,17 @@ const BATCH_EVERY: Duration = Duration::from_millis(1);
 
 impl SimulatedFeed {
     pub fn new(config: &FeedConfig) -> Self {
-        Self { walk: RandomWalk::new(universe(config.tickers), config.seed), rate: config.rate }
+        Self {
+            walk: RandomWalk::new(universe(config.tickers), config.seed),
+            rate: config.rate,
+            primed: false,
+        }
     }
 
-    /// Publishes one price for every ticker at once, so snapshots are complete from the start.
+    /// Publishes one record for every ticker at once, so snapshots are complete from the start.
+    /// A node that awaits it before it accepts connections never serves an empty snapshot.
     pub async fn prime(&mut self, broker: &dyn Broker) {
+        self.primed = true;
         let ts = now_ms();
         let ticks: Vec<Tick> =
             (0..self.walk.tickers.len()).filter_map(|i| self.walk.record(i, 0.0, ts)).collect();
@@ -189,7 +197,9 @@ impl SimulatedFeed {
         let guard = metrics.task("feed");
         tracker.spawn(async move {
             let _guard = guard;
-            self.prime(&*broker).await;
+            if !self.primed {
+                self.prime(&*broker).await;
+            }
             let mut tick = tokio::time::interval(BATCH_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last = Instant::now();

@@ -182,7 +182,10 @@ pub async fn start(args: &ServeArgs) -> io::Result<Running> {
         None => engine.spawn_sweeper(&background, shutdown.clone()),
     }
     if !args.no_feed {
-        let feed = SimulatedFeed::new(&args.sim.feed_config());
+        let mut feed = SimulatedFeed::new(&args.sim.feed_config());
+        // Before the edge serves: a session created at once must find every ticker priced
+        // (quoted records take longer to build than bare prices did, which widened the race).
+        feed.prime(&*broker).await;
         feed.spawn(broker, &metrics, &background, shutdown.clone());
     }
     if let Some(addr) = args.edge.metrics_listen {
