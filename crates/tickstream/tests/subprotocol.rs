@@ -33,23 +33,31 @@ fn from_json(v: &Value) -> Content {
                 .iter()
                 .map(|p| {
                     (
-                        p["ticker"].as_str().unwrap().to_owned(),
-                        p["price"].as_f64().unwrap(),
-                        p["ts"].as_u64().unwrap(),
+                        p["ticker"].as_str().expect("a string").to_owned(),
+                        p["price"].as_f64().expect("a number"),
+                        p["ts"].as_u64().expect("an integer"),
                     )
                 })
                 .collect();
             prices.sort_by(|a, b| a.0.cmp(&b.0));
             Content::Data {
-                kind: v["type"].as_str().unwrap().into(),
-                seq: v["seq"].as_u64().unwrap(),
+                kind: v["type"].as_str().expect("a string").into(),
+                seq: v["seq"].as_u64().expect("an integer"),
                 prices,
             }
         }
         "subscribed" => Content::Subscribed(
-            v["tickers"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_owned()).collect(),
+            v["tickers"]
+                .as_array()
+                .expect("an array")
+                .iter()
+                .map(|t| t.as_str().expect("a string").to_owned())
+                .collect(),
         ),
-        "error" => Content::Error(v["code"].as_str().unwrap().into(), v["message"].as_str().unwrap().into()),
+        "error" => Content::Error(
+            v["code"].as_str().expect("a string").into(),
+            v["message"].as_str().expect("a string").into(),
+        ),
         "pong" => Content::Pong,
         other => panic!("unexpected {other}"),
     }
@@ -76,7 +84,8 @@ async fn binary_ws(s: &Server, id: &str, offer: &'static str) -> (Ws, Option<Str
     let mut req = s.ws_url(id).into_client_request().expect("request");
     req.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(offer));
     let (ws, resp) = tokio_tungstenite::connect_async(req).await.expect("handshake");
-    let chosen = resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_owned());
+    let chosen =
+        resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().expect("an ASCII header").to_owned());
     (ws, chosen)
 }
 
