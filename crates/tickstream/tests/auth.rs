@@ -509,7 +509,7 @@ async fn sse_streams_need_the_owners_token_and_end_with_4401_at_its_expiry() {
     let short = short_token("alice", Duration::from_secs(2));
     let mut events = open(format!("{path}?token={short}"), vec![]).await.expect("query token");
     assert_eq!(events.data().await.1["type"], "snapshot");
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     assert_eq!(events.close_code().await, Some(4401));
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
 }
