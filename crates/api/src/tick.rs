@@ -112,6 +112,30 @@ impl Tick {
         self.json = json.into_boxed_str();
     }
 
+    /// A tick whose JSON a trusted peer already encoded (an engine, over the engine link): the
+    /// gateway forwards those bytes to its sockets instead of encoding the tick again. `json`
+    /// must be what [`Tick::json`] gave on that peer for this record; the fields are checked as
+    /// [`Tick::new`] and [`Tick::with_quote`] check them, the bytes are the caller's to vet
+    /// (they reach clients as they are).
+    ///
+    /// # Errors
+    /// [`TickError::BadPrice`] or [`TickError::BadQuote`], as when the record was built.
+    pub fn from_encoded(
+        ticker: Ticker,
+        price: f64,
+        ts_ms: u64,
+        quote: Quote,
+        trading: Option<TradingStatus>,
+        json: Box<str>,
+    ) -> Result<Self, TickError> {
+        if !price.is_finite() || price <= 0.0 {
+            return Err(TickError::BadPrice(price));
+        }
+        quote.validate()?;
+        let quote = (!quote.is_empty()).then(|| Box::new(quote));
+        Ok(Self { ticker, price, ts_ms, quote, trading, json })
+    }
+
     pub fn ticker(&self) -> Ticker {
         self.ticker
     }
@@ -205,6 +229,28 @@ mod tests {
         assert_eq!(t.json(), r#"{"ticker":"AAPL","price":189.25,"ts":1764230400123}"#);
         let v: serde_json::Value = serde_json::from_str(t.json()).unwrap();
         assert_eq!(v["price"], 189.25);
+    }
+
+    #[test]
+    fn an_encoded_tick_keeps_its_bytes() {
+        let q = Quote { bid: Some(189.2), ask: Some(189.3), ..Quote::EMPTY };
+        let t = Tick::new(Ticker::parse("AAPL").unwrap(), 189.25, 5)
+            .unwrap()
+            .with_quote(q)
+            .unwrap()
+            .with_trading_status(Some(TradingStatus::Halted));
+        let again =
+            Tick::from_encoded(t.ticker(), t.price(), t.ts_ms(), q, t.trading_status(), t.json().into())
+                .unwrap();
+        assert_eq!(again, t);
+        let plain = Tick::new(t.ticker(), 1.0, 5).unwrap();
+        let odd = r#"{"ticker":"AAPL","price":1.0,"ts":5}"#;
+        let forwarded = Tick::from_encoded(t.ticker(), 1.0, 5, Quote::EMPTY, None, odd.into()).unwrap();
+        assert_eq!(forwarded.json(), odd, "forwarded as given, not encoded again");
+        assert_eq!(forwarded.quote(), plain.quote());
+        assert!(Tick::from_encoded(t.ticker(), f64::NAN, 5, Quote::EMPTY, None, odd.into()).is_err());
+        let crossed = Quote { bid: Some(2.0), ask: Some(1.0), ..Quote::EMPTY };
+        assert!(Tick::from_encoded(t.ticker(), 1.0, 5, crossed, None, odd.into()).is_err());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! nothing to install); the Redis implementation (crate `tickstream-redis`, which depends on
 //! this one, never the reverse) shares the load between nodes. Both follow the same rules:
 //! - the engine subscribes *per ticker per node* and is told about ticks through one
-//!   [`TickSink`], called from the publish path (in-process) or the broker read loop (Redis);
+//!   [`TickSink`], called from the publish path (in-process) or a fan-out worker fed by the
+//!   Pub/Sub read loops (Redis);
 //! - `subscribe`/`unsubscribe` never block: they record intent, and a networked broker
 //!   reconciles it in the background;
 //! - the broker keeps a last-value cache so a new subscriber starts from the latest price.

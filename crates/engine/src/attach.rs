@@ -9,9 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tickstream_api::{ServiceError, SessionId, Ticker};
+use tickstream_api::{ServiceError, SessionId, SharedTick, Ticker, TickerStatus};
 
-use crate::session::Life;
+use crate::session::{Life, StreamState};
 use crate::{Engine, Updates};
 
 impl Engine {
@@ -39,6 +39,7 @@ impl Engine {
             st.wake();
             st.pending.clear();
             st.snapshot = None;
+            st.statuses.clear();
             if st.life != Life::Streaming {
                 st.set_life(Life::Streaming, &self.inner.metrics);
             }
@@ -53,6 +54,7 @@ impl Engine {
         {
             let mut st = session.stream.lock();
             if st.epoch == epoch {
+                self.queue_snapshot_statuses(&mut st, &values);
                 let snapshot = st.snapshot.get_or_insert_with(Default::default);
                 for v in values {
                     snapshot.entry(v.ticker()).or_insert(v);
@@ -109,6 +111,7 @@ impl Engine {
             let mut st = session.stream.lock();
             for t in &removed {
                 st.pending.remove(t);
+                st.statuses.remove(t);
                 if let Some(snapshot) = &mut st.snapshot {
                     snapshot.remove(t);
                 }
@@ -121,10 +124,26 @@ impl Engine {
             if st.life == Life::Streaming {
                 st.wake();
                 // Only tickers still watched: another change may have removed one meanwhile.
-                let values = values.into_iter().filter(|v| membership.tickers.contains(&v.ticker()));
-                st.snapshot.get_or_insert_with(Default::default).extend(values.map(|v| (v.ticker(), v)));
+                let values: Vec<_> =
+                    values.into_iter().filter(|v| membership.tickers.contains(&v.ticker())).collect();
+                self.queue_snapshot_statuses(&mut st, &values);
+                st.snapshot
+                    .get_or_insert_with(Default::default)
+                    .extend(values.into_iter().map(|v| (v.ticker(), v)));
             }
         }
         Ok(all)
+    }
+
+    /// The status event that follows a snapshot: each snapshotted ticker that is not `live`
+    /// (README "Status messages"). A newer status already queued for a ticker is kept.
+    fn queue_snapshot_statuses(&self, st: &mut StreamState, values: &[SharedTick]) {
+        for v in values {
+            if let Some(s) = self.inner.fanout.status.snapshot_status(v)
+                && s.status() != TickerStatus::Live
+            {
+                st.statuses.entry(v.ticker()).or_insert(s);
+            }
+        }
     }
 }

@@ -10,6 +10,8 @@
 //! - `fanout`: per-ticker fan-out with one broker subscription per ticker per node,
 //!   reference-counted by its watchers;
 //! - `session`: one session's state and its lock order;
+//! - `status`: each watched ticker's status (stale, halted, resumed, live) and the one sweep per
+//!   node that finds stale tickers;
 //! - `cluster`: [`SharedEngine`], the layer for several engines over one [`SessionStore`]
 //!   (tickstream_broker): it wraps a local [`Engine`], which itself knows nothing of other nodes.
 //!
@@ -26,7 +28,8 @@ use std::sync::atomic::AtomicBool;
 use foldhash::fast::RandomState;
 use parking_lot::Mutex;
 use tickstream_api::{
-    CloseReason, MonitoringService, ServiceError, SessionId, SessionInfo, StartRequest, Tick, Ticker,
+    CloseReason, MonitoringService, ServiceError, SessionId, SessionInfo, SharedTick, StartRequest, Tick,
+    Ticker, TradingStatus, now_ms,
 };
 use tickstream_broker::{Broker, BrokerError};
 use tickstream_telemetry::Metrics;
@@ -36,6 +39,7 @@ mod cluster;
 mod fanout;
 mod registry;
 mod session;
+mod status;
 mod stream;
 
 pub use cluster::SharedEngine;
@@ -77,7 +81,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Creates an engine and attaches its fan-out to `broker`.
     pub fn new(config: EngineConfig, broker: Arc<dyn Broker>, metrics: Arc<Metrics>) -> Self {
-        let fanout = Arc::new(Fanout::new(Arc::clone(&metrics)));
+        let fanout = Arc::new(Fanout::new(Arc::clone(&metrics), config.stale_after));
         broker.attach(Arc::clone(&fanout) as _);
         Self {
             inner: Arc::new(Inner {
@@ -138,6 +142,31 @@ impl MonitoringService for Engine {
         self.inner.broker.publish(ticks).await.map_err(unavailable)
     }
 
+    /// Re-publishes each ticker's latest record with the status, stamped now (or at the
+    /// record's own `ts` if that is ahead of this clock, so the broker's newest-wins keeps it).
+    async fn publish_status(
+        &self,
+        statuses: Vec<(Ticker, TradingStatus)>,
+    ) -> Result<Vec<Ticker>, ServiceError> {
+        let tickers: Vec<Ticker> = statuses.iter().map(|&(t, _)| t).collect();
+        let last: HashMap<Ticker, SharedTick, RandomState> =
+            self.inner.broker.last_values(&tickers).await.into_iter().map(|t| (t.ticker(), t)).collect();
+        let now = now_ms();
+        let (mut ticks, mut missing) = (Vec::new(), Vec::new());
+        for (ticker, status) in statuses {
+            match last.get(&ticker) {
+                Some(t) => {
+                    ticks.push(Tick::clone(t).with_trading_status(Some(status)).at(now.max(t.ts_ms())))
+                }
+                None => missing.push(ticker),
+            }
+        }
+        if !ticks.is_empty() {
+            self.inner.broker.publish(ticks).await.map_err(unavailable)?;
+        }
+        Ok(missing)
+    }
+
     /// Not ready once draining: a gateway's probe then moves new streams elsewhere.
     fn ready(&self) -> bool {
         !self.is_closing()
@@ -153,6 +182,7 @@ pub(crate) fn unavailable(e: BrokerError) -> ServiceError {
 }
 
 #[cfg(test)]
+mod status_tests;
 mod coalesce_tests;
 #[cfg(test)]
 mod symbol_tests;

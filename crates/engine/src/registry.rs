@@ -35,6 +35,9 @@ pub struct EngineConfig {
     /// Most distinct symbols watched on this node (`--max-symbols`): beyond it a new session or
     /// ticker change is refused with `symbol_limit_reached`.
     pub max_symbols: usize,
+    /// A watched ticker this node hears no update of for this long turns `stale`
+    /// (`--stale-after`).
+    pub stale_after: Duration,
     /// The coalescing window (`--coalesce-window`, zero = off): a stream whose last message
     /// left less than this ago waits out the rest of it, letting its map conflate, so a session
     /// whose updates outpace the window gets fewer, fuller messages; one whose updates arrive
@@ -53,6 +56,7 @@ impl EngineConfig {
         max_tickers_per_session: 100,
         max_sessions: 200_000,
         max_symbols: tickstream_broker::DEFAULT_MAX_SYMBOLS,
+        stale_after: Duration::from_secs(10),
         coalesce_window: Duration::ZERO,
     };
 
@@ -60,7 +64,10 @@ impl EngineConfig {
     /// A zero TTL (every session would expire at once), a zero limit, or a coalescing window
     /// over [`MAX_COALESCE_WINDOW`], naming the setting.
     pub fn validate(&self) -> Result<(), tickstream_api::ConfigError> {
-        tickstream_api::config::positive(&[("--session-ttl", self.session_ttl)])?;
+        tickstream_api::config::positive(&[
+            ("--session-ttl", self.session_ttl),
+            ("--stale-after", self.stale_after),
+        ])?;
         if self.coalesce_window > MAX_COALESCE_WINDOW {
             return Err(tickstream_api::ConfigError(format!(
                 "--coalesce-window must be at most {} ms",
@@ -82,7 +89,8 @@ impl Default for EngineConfig {
 }
 
 impl Engine {
-    /// Spawns the TTL sweeper on `tracker`; it stops when `shutdown` is cancelled.
+    /// Spawns the sweeper on `tracker`: the TTL sweep and the node's one status sweep (stale
+    /// tickers), each on its own interval; it stops when `shutdown` is cancelled.
     pub fn spawn_sweeper(&self, tracker: &TaskTracker, shutdown: CancellationToken) {
         let engine = self.clone();
         let guard = self.inner.metrics.task("sweeper");
@@ -90,17 +98,27 @@ impl Engine {
         // TTL from spinning and a huge one from never sweeping.
         let every =
             (self.inner.config.session_ttl / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let status_every = self.inner.fanout.status.sweep_every();
         tracker.spawn(async move {
             let _guard = guard;
+            let mut status_tick = tokio::time::interval(status_every);
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     _ = tick.tick() => { engine.sweep(); }
+                    _ = status_tick.tick() => { engine.sweep_status(); }
                 }
             }
         });
+    }
+
+    /// One status sweep: watched tickers quiet for `stale_after` turn `stale` and their watchers
+    /// are told. Returns how many changed.
+    pub fn sweep_status(&self) -> usize {
+        self.inner.fanout.sweep_status(Instant::now())
     }
 
     /// Removes every expired session; returns how many.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use parking_lot::Mutex;
-use tickstream_api::{CloseReason, SessionId, SessionState, SharedTick, Ticker};
+use tickstream_api::{CloseReason, SessionId, SessionState, SharedStatus, SharedTick, Ticker};
 use tickstream_telemetry::Metrics;
 use tokio::time::Instant;
 
@@ -61,6 +61,9 @@ pub(crate) struct StreamState {
     pub pending: HashMap<Ticker, SharedTick, RandomState>,
     /// A snapshot to emit before any further prices, one entry per ticker.
     pub snapshot: Option<HashMap<Ticker, SharedTick, RandomState>>,
+    /// Status changes to emit before the pending prices: like `pending`, at most one entry per
+    /// ticker (the latest status wins), so bounded by the ticker count.
+    pub statuses: HashMap<Ticker, SharedStatus, RandomState>,
 }
 
 #[derive(Debug)]
@@ -97,6 +100,7 @@ impl Session {
                 waker: None,
                 pending: HashMap::default(),
                 snapshot: None,
+                statuses: HashMap::default(),
             }),
         }
     }
@@ -123,6 +127,18 @@ impl Session {
         // Woken outside the lock, so the woken task never contends with us for it.
         if let Some(waker) = waker {
             waker.wake();
+        }
+    }
+
+    /// Fan-out entry point for a status change: conflated per ticker like prices, and emitted
+    /// before them.
+    pub fn offer_status(&self, status: &SharedStatus) {
+        let mut st = self.stream.lock();
+        if st.life != Life::Streaming {
+            return;
+        }
+        if st.statuses.insert(status.ticker(), Arc::clone(status)).is_none() && st.statuses.len() == 1 {
+            st.wake();
         }
     }
 

@@ -1,4 +1,6 @@
 //! A session's update stream (`StreamPriceUpdates`): snapshot first, then conflated batches.
+//! Status changes leave before the prices of the same moment, and are not held back by a rate
+//! cap (they are rare, and a halt should not wait).
 //!
 //! The stream is pulled, not pushed: when the consumer (a WebSocket writer) asks for the next
 //! event, everything that changed since its last event leaves in one batch. An idle connection
@@ -80,6 +82,10 @@ impl Stream for Updates {
                     this.last_emit = Some(now);
                     return Poll::Ready(Some(SessionEvent::Snapshot(snapshot.into_values().collect())));
                 }
+                if !st.statuses.is_empty() {
+                    let statuses = st.statuses.drain().map(|(_, s)| s).collect();
+                    return Poll::Ready(Some(SessionEvent::Status(statuses)));
+                }
                 let pace_until =
                     this.last_emit.zip(this.min_interval).and_then(|(at, gap)| at.checked_add(gap));
                 if !st.pending.is_empty() && pace_until.is_none_or(|at| at <= now) {
@@ -114,6 +120,7 @@ impl Drop for Updates {
             st.waker = None;
             st.pending = Default::default();
             st.snapshot = None;
+            st.statuses = Default::default();
         }
     }
 }

@@ -98,7 +98,7 @@ pub fn need(method: &Method, path: &str) -> Need {
     match path {
         "/" | "/healthz" | "/readyz" => Need::Open,
         "/metrics" => Need::Scope(Scope::Admin),
-        "/api/v1/prices" => Need::Scope(Scope::Publish),
+        "/api/v1/prices" | "/api/v1/status" => Need::Scope(Scope::Publish),
         "/api/v1/tickers" => Need::Token,
         // Creating needs `stream` (admin acts on sessions, it does not own them); other methods
         // get their 405 once authenticated.
@@ -281,6 +281,7 @@ mod tests {
         let post = Method::POST;
         let get = Method::GET;
         assert_eq!(need(&post, "/api/v1/prices"), Need::Scope(Scope::Publish));
+        assert_eq!(need(&post, "/api/v1/status"), Need::Scope(Scope::Publish));
         assert_eq!(need(&post, "/api/v1/sessions"), Need::Scope(Scope::Stream));
         assert_eq!(need(&get, "/api/v1/sessions/abc"), Need::StreamOrAdmin);
         assert_eq!(need(&Method::DELETE, "/api/v1/sessions/abc"), Need::StreamOrAdmin);

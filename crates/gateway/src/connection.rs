@@ -32,7 +32,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::GatewayConfig;
 use crate::close::{CloseCode, Ending};
-use crate::protocol::{self, DataKind};
+use crate::encoding::{Encoding, Reply};
+use crate::protocol::DataKind;
 
 mod requests;
 mod shutdown;
@@ -60,6 +61,8 @@ pub struct Connection<S> {
     pub shutdown: CancellationToken,
     /// The token that opened the socket, with auth on: it closes 4401 when the token expires.
     pub auth: Option<Box<StreamAuth>>,
+    /// JSON text frames or the binary subprotocol, as negotiated in the handshake.
+    pub encoding: Encoding,
 }
 
 /// Token bucket for inbound client messages.
@@ -213,13 +216,17 @@ impl<S: MonitoringService> Connection<S> {
                 frame = ws.next() => {
                     // Anything from the client proves it is alive.
                     heartbeat.heard(Instant::now());
-                    let text = match frame {
+                    let request = match frame {
                         None => return Err(Ending::Lost),
                         Some(Err(e)) => return Err(read_error(e)),
                         Some(Ok(Message::Close(frame))) => {
                             return Err(Ending::Client(frame.map(|f| u16::from(f.code))));
                         }
-                        Some(Ok(Message::Binary(_))) => return Err(Ending::Server(CloseCode::Unsupported)),
+                        // Binary frames are client messages of the binary subprotocol only.
+                        Some(Ok(Message::Binary(bytes))) => match self.encoding {
+                            Encoding::Proto => Request::parse_binary(&bytes),
+                            Encoding::Json => return Err(Ending::Server(CloseCode::Unsupported)),
+                        },
                         // tungstenite answers pings itself, so each one costs a write: control
                         // frames count against the inbound limit like messages (a ping flood
                         // was answered 20,000 times in 3 s). Raw frames are never produced by reads.
@@ -230,22 +237,22 @@ impl<S: MonitoringService> Connection<S> {
                             continue;
                         }
                         Some(Ok(Message::Frame(_))) => continue,
-                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Text(text))) => Request::parse(&text),
                     };
                     if !inbound.take() {
                         return Err(Ending::Server(CloseCode::PolicyViolation));
                     }
                     // A ticker change is never awaited here: it goes in flight (or waits behind
                     // the one in flight) and its reply is written by the next branch.
-                    if let Some(reply) = requests.submit(Request::parse(&text))? {
-                        self.write(ws, reply).await?;
+                    if let Some(reply) = requests.submit(request)? {
+                        self.reply(ws, &reply).await?;
                     }
                     if let Some(at) = requests.take_extension() {
                         heartbeat.expire_at(at);
                     }
                 }
                 reply = requests.next_reply(), if requests.busy() => {
-                    self.write(ws, reply).await?;
+                    self.reply(ws, &reply).await?;
                     if let Some(at) = requests.take_extension() {
                         heartbeat.expire_at(at);
                     }
@@ -267,20 +274,24 @@ impl<S: MonitoringService> Connection<S> {
             Some(SessionEvent::Prices(ticks)) => (DataKind::Prices, ticks),
             Some(SessionEvent::Status(statuses)) => {
                 *seq += 1;
-                return self.write(ws, protocol::status_message(*seq, &statuses)).await;
+                return self.write(ws, self.encoding.status(*seq, &statuses)).await;
             }
             Some(SessionEvent::Closed(reason)) => return Err(Ending::Server(close_code(reason))),
             // A stream must end with `Closed`; ending silently is an engine fault.
             None => return Err(Ending::Server(CloseCode::InternalError)),
         };
         *seq += 1;
-        self.write(ws, protocol::data_message(kind, *seq, &ticks)).await?;
+        self.write(ws, self.encoding.data(kind, *seq, &ticks)).await?;
         self.delivered(&ticks, kind == DataKind::Prices);
         Ok(())
     }
 
-    async fn write<T: Transport>(&self, ws: &mut T, text: String) -> Result<(), Ending> {
-        timed_send(ws, Message::text(text), self.config.write_timeout, Some(&self.shutdown)).await?;
+    async fn reply<T: Transport>(&self, ws: &mut T, reply: &Reply) -> Result<(), Ending> {
+        self.write(ws, self.encoding.reply(reply)).await
+    }
+
+    async fn write<T: Transport>(&self, ws: &mut T, msg: Message) -> Result<(), Ending> {
+        timed_send(ws, msg, self.config.write_timeout, Some(&self.shutdown)).await?;
         self.metrics.ws_messages_sent.inc();
         Ok(())
     }
@@ -362,7 +373,7 @@ async fn timed_send<T: Transport>(
     sent.map_err(|_| Ending::Lost)
 }
 
-fn close_code(reason: CloseReason) -> CloseCode {
+pub(crate) fn close_code(reason: CloseReason) -> CloseCode {
     match reason {
         CloseReason::Replaced => CloseCode::Replaced,
         CloseReason::SessionEnded => CloseCode::SessionEnded,

@@ -6,7 +6,9 @@
 //! - [`edge_tls`]: the optional rustls handshake in front of it (`https://`, `wss://`);
 //! - [`rest`]: REST routes; [`listing`]: the cache in front of `GET /api/v1/tickers`;
 //! - [`connection`]: one task per WebSocket (reader, single writer, heartbeats);
-//! - [`protocol`]: the WebSocket JSON messages, as pure functions;
+//! - [`protocol`]: the WebSocket JSON messages, as pure functions; [`encoding`]: JSON or the
+//!   binary subprotocol `tickstream.v1.proto`, chosen in the handshake;
+//! - [`sse`]: `GET /api/v1/sessions/{id}/events`, a session's stream as Server-Sent Events;
 //! - [`upgrade`]: `GET /ws`: the opening handshake, the connection permit, the connection task;
 //! - `config`: [`GatewayConfig`], its defaults and invariants;
 //! - [`limits`]: per-client limits (sessions, WebSockets, creation and publish rates, HTTP
@@ -35,6 +37,7 @@ pub mod close;
 mod config;
 pub mod connection;
 pub mod edge_tls;
+pub mod encoding;
 pub mod error;
 pub mod limits;
 pub mod listing;
@@ -43,6 +46,7 @@ pub mod origin;
 pub mod protocol;
 pub mod rest;
 mod server;
+pub mod sse;
 pub mod upgrade;
 pub mod web;
 
@@ -169,9 +173,14 @@ impl<S: MonitoringService> Gateway<S> {
                 post(rest::create_session::<S>).layer(DefaultBodyLimit::max(cfg.session_body_limit)),
             )
             .route("/api/v1/sessions/{id}", get(rest::get_session::<S>).delete(rest::delete_session::<S>))
+            .route("/api/v1/sessions/{id}/events", get(sse::events::<S>))
             .route(
                 "/api/v1/prices",
                 post(rest::publish_prices::<S>).layer(DefaultBodyLimit::max(cfg.prices_body_limit)),
+            )
+            .route(
+                "/api/v1/status",
+                post(rest::publish_status::<S>).layer(DefaultBodyLimit::max(cfg.session_body_limit)),
             )
             .route("/api/v1/tickers", get(listing::cached::<S>))
             .route("/ws", get(upgrade::ws_upgrade::<S>))

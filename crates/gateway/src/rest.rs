@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tickstream_api::{
-    ErrorCode, MonitoringService, ServiceError, SessionId, SessionInfo, StartRequest, Tick, Ticker,
-    normalize_tickers, now_ms,
+    ErrorCode, MonitoringService, Quote, ServiceError, SessionId, SessionInfo, StartRequest, Tick, Ticker,
+    TradingStatus, normalize_tickers, now_ms,
 };
 
 use crate::AppState;
@@ -120,6 +120,7 @@ pub async fn delete_session<S: MonitoringService>(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// One price of `POST /api/v1/prices`: the record of README "The tick schema".
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PriceIn {
@@ -127,6 +128,60 @@ struct PriceIn {
     price: f64,
     #[serde(default)]
     ts: Option<u64>,
+    // The quote fields, each optional (flattening a `Quote` would lose `deny_unknown_fields`).
+    #[serde(default)]
+    bid: Option<f64>,
+    #[serde(default)]
+    ask: Option<f64>,
+    #[serde(default)]
+    bid_size: Option<f64>,
+    #[serde(default)]
+    ask_size: Option<f64>,
+    #[serde(default)]
+    size: Option<f64>,
+    #[serde(default)]
+    volume: Option<f64>,
+    #[serde(default)]
+    open: Option<f64>,
+    #[serde(default)]
+    high: Option<f64>,
+    #[serde(default)]
+    low: Option<f64>,
+    #[serde(default)]
+    prev_close: Option<f64>,
+    /// `halted` or `resumed`: the record carries a producer's trading status.
+    #[serde(default)]
+    status: Option<String>,
+}
+
+impl PriceIn {
+    fn quote(&self) -> Quote {
+        Quote {
+            bid: self.bid,
+            ask: self.ask,
+            bid_size: self.bid_size,
+            ask_size: self.ask_size,
+            size: self.size,
+            volume: self.volume,
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            prev_close: self.prev_close,
+        }
+    }
+}
+
+/// `halted` / `resumed`, or `invalid_status`.
+fn trading_status(s: &str, i: usize) -> Result<TradingStatus, ApiError> {
+    TradingStatus::parse(s).ok_or_else(|| {
+        ApiError::bad_request(
+            ErrorCode::InvalidStatus,
+            format!(
+                "item {i}: status must be \"halted\" or \"resumed\", got {:?}",
+                s.chars().take(32).collect::<String>()
+            ),
+        )
+    })
 }
 
 /// `POST /api/v1/prices`: one price object or an array of them. All are validated before any is
@@ -170,13 +225,72 @@ pub async fn publish_prices<S: MonitoringService>(
             .ts_window
             .check(ts, now)
             .map_err(|e| ApiError::bad_request(ErrorCode::InvalidTs, format!("price {i}: {e}")))?;
-        ticks.push(Tick::new(ticker, p.price, ts)?);
+        let trading = p.status.as_deref().map(|s| trading_status(s, i)).transpose()?;
+        let tick = Tick::new(ticker, p.price, ts).and_then(|t| t.with_quote(p.quote())).map_err(|e| {
+            let code = e.code();
+            ApiError::bad_request(code, format!("price {i}: {e}"))
+        })?;
+        ticks.push(tick.with_trading_status(trading));
     }
     let accepted = ticks.len();
     let symbols: Vec<Ticker> = ticks.iter().map(Tick::ticker).collect();
     st.service.publish(ticks).await?;
     st.listing.published(symbols).await;
     Ok((StatusCode::ACCEPTED, Json(json!({ "accepted": accepted }))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusIn {
+    ticker: String,
+    status: String,
+}
+
+/// `POST /api/v1/status`: one `{"ticker","status"}` object or an array of them, `status` being
+/// `halted` or `resumed`. Each ticker's latest record is published again with the status, now.
+/// Validated whole first; a ticker without a price has no record to carry a status: it is
+/// listed in `no_price`, and a request where no ticker has one is refused (409 `no_price`).
+pub async fn publish_status<S: MonitoringService>(
+    State(st): State<AppState<S>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    // Same budget as prices: a status is a publish.
+    if let Err(limited) = st.limits.publish(&client) {
+        return Ok(limited.into_response());
+    }
+    let value: Value = json_body(&headers, body, st.config.session_body_limit)?;
+    let items = match value {
+        Value::Array(items) => items,
+        obj @ Value::Object(_) => vec![obj],
+        _ => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidRequest,
+                "expected a status object or an array of them",
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request(ErrorCode::InvalidRequest, "no statuses in the request"));
+    }
+    let max = st.config.max_prices_per_request;
+    if items.len() > max {
+        return Err(ApiError::new(ErrorCode::TooManyPrices, format!("at most {max} statuses per request")));
+    }
+    let mut statuses = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let s: StatusIn = serde_json::from_value(item)
+            .map_err(|e| ApiError::bad_request(ErrorCode::InvalidRequest, format!("item {i}: {e}")))?;
+        statuses.push((Ticker::parse(&s.ticker)?, trading_status(&s.status, i)?));
+    }
+    let asked = statuses.len();
+    let no_price = st.service.publish_status(statuses).await?;
+    if no_price.len() == asked {
+        return Err(ApiError::new(ErrorCode::NoPrice, "no price yet for any of these tickers"));
+    }
+    let body = json!({ "accepted": asked - no_price.len(), "no_price": no_price });
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 /// `GET /api/v1/tickers`: the symbols that have a price, sorted, at most `max_tickers_listed`;

@@ -1,5 +1,6 @@
-//! `GET /ws`: the WebSocket opening handshake (RFC 6455 §4.2), the connection permit, and the
-//! spawn of the connection task with its socket configuration.
+//! `GET /ws`: the WebSocket opening handshake (RFC 6455 §4.2, with the subprotocol choice of
+//! `encoding`), the connection permit, and the spawn of the connection task with its socket
+//! configuration.
 //!
 //! The handshake is done here rather than through axum's `WebSocketUpgrade`, so the connection
 //! task is ours from the first poll: it is spawned on the gateway's `TaskTracker` (shutdown waits
@@ -24,6 +25,7 @@ use crate::AppState;
 use crate::auth::{Caller, StreamAuth};
 use crate::close::{CloseCode, Ending};
 use crate::connection::Connection;
+use crate::encoding::Encoding;
 use crate::error::ApiError;
 use crate::limits::Client;
 
@@ -94,6 +96,7 @@ pub async fn ws_upgrade<S: MonitoringService>(
         metrics: st.metrics.clone(),
         shutdown: st.shutdown.clone(),
         auth,
+        encoding: handshake.encoding,
     };
     let response = handshake.response();
     let on_upgrade = handshake.on_upgrade;
@@ -126,6 +129,9 @@ pub async fn ws_upgrade<S: MonitoringService>(
 pub struct Handshake {
     accept: HeaderValue,
     pub on_upgrade: OnUpgrade,
+    /// The subprotocol the client chose (`encoding`), echoed in the 101 when it named one.
+    pub encoding: Encoding,
+    protocol: Option<HeaderValue>,
 }
 
 /// True when a comma-separated header (all its values) lists `token`, case-insensitively.
@@ -178,11 +184,12 @@ pub fn check(req: &mut Request) -> Result<Handshake, Refusal> {
         .ok_or_else(|| invalid("Sec-WebSocket-Key must be 24 characters of base64"))?;
     let accept = HeaderValue::from_str(&derive_accept_key(key.as_bytes()))
         .map_err(|_| invalid("bad Sec-WebSocket-Key"))?;
+    let (encoding, protocol) = Encoding::negotiate(headers);
     let on_upgrade = req
         .extensions_mut()
         .remove::<OnUpgrade>()
         .ok_or_else(|| invalid("the connection cannot be upgraded (HTTP/1.1 required)"))?;
-    Ok(Handshake { accept, on_upgrade })
+    Ok(Handshake { accept, on_upgrade, encoding, protocol })
 }
 
 /// A refused handshake: the JSON error, plus the headers RFC 6455 §4.4 asks for on a 426.
@@ -210,6 +217,9 @@ impl Handshake {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::SEC_WEBSOCKET_ACCEPT, self.accept.clone());
+        if let Some(protocol) = &self.protocol {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol.clone());
+        }
         resp
     }
 }

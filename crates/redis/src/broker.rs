@@ -1,217 +1,140 @@
-//! [`RedisBroker`]: the node's handle on Redis, and the [`Broker`] impl (publish through the
-//! last-value cache, snapshots, symbols, subscription intent).
+//! [`RedisBroker`]: the node's handle on its Redis shards, and the [`Broker`] impl, which
+//! routes every ticker to its shard ([`crate::shards`]): publishes, subscriptions, snapshots and
+//! symbols each go to the shard (or shards) that carry the tickers involved.
 //!
-//! Owns the state shared with the subscriber task (`subscriber.rs`) and the session store
-//! (`store.rs`): the command connection, the subscription state of `reconcile.rs`, and the
-//! node's sink and listener.
+//! Owns the list of shards (`shard.rs`) and the node's fan-out pool (`fanout.rs`); starts one
+//! subscriber task per shard (`subscriber.rs`). The session store (`store.rs`) uses the home
+//! shard, the first URL.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use futures::future::BoxFuture;
-use parking_lot::Mutex;
-use rand::Rng;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use futures::future::{BoxFuture, join_all};
 use tickstream_api::{SharedTick, Tick, Ticker};
-use tickstream_broker::{Broker, BrokerError, ClusterListener, TickSink};
+use tickstream_broker::{Broker, BrokerError, TickSink};
 use tickstream_telemetry::Metrics;
-use tokio::sync::{Notify, watch};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{BACKOFF_MAX, BATCH, MAX_SYMBOL_SCAN, RedisConfig, SUBSCRIBE_WAIT};
-use crate::prices::{self, Held};
-use crate::reconcile::{Plan, Subscriptions};
-use crate::{keys, subscriber, wire};
+use crate::config::RedisConfig;
+use crate::fanout::Fanout;
+use crate::shard::{Shared, node_id};
+use crate::{prices, shards, subscriber};
 
-/// A node's Redis broker and session store. Cheap to clone (a handle).
+/// A node's Redis broker and session store, over one or more shards. Cheap to clone (a handle).
 #[derive(Clone)]
 pub struct RedisBroker {
-    pub(crate) shared: Arc<Shared>,
-}
-
-pub(crate) struct Shared {
-    pub client: redis::Client,
-    pub commands: ConnectionManager,
-    /// Identifies this node's control messages, so it ignores its own.
-    pub node: String,
-    pub sink: OnceLock<Arc<dyn TickSink>>,
-    pub listener: OnceLock<Arc<dyn ClusterListener>>,
-    subs: Mutex<Subscriptions>,
-    /// Wakes the subscriber task when what is wanted changed.
-    pub changed: Notify,
-    /// The Pub/Sub connection is up (connected, control channel subscribed): readiness.
-    subscriber_connected: AtomicBool,
-    /// Bumped whenever the confirmed set grows; snapshot reads wait on it.
-    confirmed: watch::Sender<u64>,
-    /// The latest prices this node published or was delivered, bounded (see `prices.rs`).
-    pub held: Mutex<Held>,
-    pub config: RedisConfig,
-    pub metrics: Arc<Metrics>,
+    shards: Arc<[Arc<Shared>]>,
 }
 
 impl std::fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let subs = self.shared.subs.lock();
+        let urls: Vec<_> = self.shards.iter().map(|s| crate::redact_url(&s.url).into_owned()).collect();
         f.debug_struct("RedisBroker")
-            .field("url", &crate::redact_url(&self.shared.config.url))
-            .field("wanted", &subs.wanted_len())
-            .field("active", &subs.active_len())
+            .field("urls", &urls)
+            .field("wanted", &self.shards.iter().map(|s| s.wanted_len()).sum::<usize>())
+            .field("active", &self.active_subscriptions())
             .finish_non_exhaustive()
     }
 }
 
-pub(crate) fn unavailable(e: impl std::fmt::Display) -> BrokerError {
-    BrokerError::Unavailable(format!("redis: {e}"))
-}
-
 impl RedisBroker {
-    /// Creates the broker and starts its subscriber task on `tracker`. Does not wait for Redis:
-    /// the node starts (and keeps its clients) while Redis is down, and catches up when it
-    /// comes.
+    /// Creates the broker and starts one subscriber task per shard on `tracker`. Does not wait
+    /// for Redis: the node starts (and keeps its clients) while Redis is down, and catches up
+    /// when it comes.
     ///
     /// # Errors
-    /// Only a malformed URL.
+    /// An invalid shard list ([`RedisConfig::validate`]) or a malformed URL.
     pub fn start(
         config: RedisConfig,
         metrics: Arc<Metrics>,
         tracker: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, BrokerError> {
-        let opened = match &config.tls {
-            Some(tls) => redis::Client::build_with_tls(config.url.as_str(), tls.certificates()),
-            None => redis::Client::open(config.url.as_str()),
-        };
-        // The URL may hold a password: only its redacted form goes into the message.
-        let client = opened.map_err(|e| {
-            BrokerError::Unavailable(format!("invalid Redis URL {:?}: {e}", crate::redact_url(&config.url)))
-        })?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.command_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(BACKOFF_MAX);
-        let commands =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config).map_err(unavailable)?;
-        let node = format!("{:016x}", rand::rng().random::<u64>());
-        let shared = Arc::new(Shared {
-            client,
-            commands,
-            node,
-            sink: OnceLock::new(),
-            listener: OnceLock::new(),
-            subs: Mutex::default(),
-            changed: Notify::new(),
-            subscriber_connected: AtomicBool::new(false),
-            confirmed: watch::Sender::new(0),
-            held: Mutex::default(),
-            config,
-            metrics,
-        });
-        let guard = shared.metrics.task("redis_subscriber");
-        let task_shared = Arc::clone(&shared);
-        tracker.spawn(async move {
-            let _guard = guard;
-            subscriber::run(task_shared, shutdown).await;
-        });
-        Ok(Self { shared })
+        config.validate().map_err(|e| BrokerError::Unavailable(e.to_string()))?;
+        let fanout =
+            Fanout::new(config.fanout_workers, config.max_symbols, tracker.clone(), Arc::clone(&metrics));
+        let node = node_id();
+        let shards = config
+            .urls
+            .iter()
+            .enumerate()
+            .map(|(i, url)| {
+                Shared::new(i, url, node.clone(), &config, Arc::clone(&fanout), Arc::clone(&metrics))
+                    .map(Arc::new)
+            })
+            .collect::<Result<Arc<[_]>, _>>()?;
+        for shard in shards.iter() {
+            let guard = metrics.task("redis_subscriber");
+            let shard = Arc::clone(shard);
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                let _guard = guard;
+                subscriber::run(shard, shutdown).await;
+            });
+        }
+        Ok(Self { shards })
     }
 
-    /// Round trip to Redis (used for readiness).
+    /// The shard holding the session records and the control channel (the first URL).
+    pub(crate) fn home(&self) -> &Shared {
+        &self.shards[0]
+    }
+
+    fn shard(&self, ticker: Ticker) -> &Shared {
+        &self.shards[shards::shard_of(ticker, self.shards.len())]
+    }
+
+    /// `items` grouped by the shard of their ticker: one (shard, items) per shard with some.
+    fn by_shard<T>(&self, items: Vec<T>, ticker: impl Fn(&T) -> Ticker) -> Vec<(&Shared, Vec<T>)> {
+        let n = self.shards.len();
+        let mut groups: Vec<Vec<T>> = (0..n).map(|_| Vec::new()).collect();
+        for item in items {
+            groups[shards::shard_of(ticker(&item), n)].push(item);
+        }
+        self.shards.iter().map(|s| &**s).zip(groups).filter(|(_, g)| !g.is_empty()).collect()
+    }
+
+    /// Round trip to the home shard (used for readiness).
     ///
     /// # Errors
     /// Redis unreachable.
     pub async fn ping(&self) -> Result<(), BrokerError> {
-        let mut conn = self.shared.commands.clone();
-        redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop).map_err(unavailable)
+        let mut conn = self.home().conn();
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map(drop).map_err(crate::shard::unavailable)
     }
 
-    /// Whether the Pub/Sub connection is up now: prices from Redis reach this node. False from
-    /// the start until the first connection, and from a lost connection until the next; cheap
-    /// (an atomic), for `/readyz`.
+    /// Whether the home shard's Pub/Sub connection is up now: sessions can be created and moved,
+    /// and its tickers' prices reach this node. False from the start until the first connection,
+    /// and from a lost connection until the next; cheap (an atomic), for `/readyz`. Another
+    /// shard being down does not make the node unready (see [`Self::shards_up`]).
     pub fn is_connected(&self) -> bool {
-        self.shared.subscriber_connected.load(Ordering::Relaxed)
+        self.home().is_connected()
     }
 
-    /// Symbols this node holds a price for (bounded by `max_symbols`).
+    /// Shards whose Pub/Sub connection is up, and how many there are.
+    pub fn shards_up(&self) -> (usize, usize) {
+        (self.shards.iter().filter(|s| s.is_connected()).count(), self.shards.len())
+    }
+
+    /// Symbols this node holds a price for (bounded by `max_symbols` per shard).
     pub fn held_symbols(&self) -> usize {
-        self.shared.held_symbols()
+        self.shards.iter().map(|s| s.held_symbols()).sum()
     }
 
-    /// Tickers whose subscription Redis has confirmed on the current connection.
+    /// Tickers whose subscription Redis has confirmed on the current connections.
     pub fn active_subscriptions(&self) -> usize {
-        self.shared.subs.lock().active_len()
+        self.shards.iter().map(|s| s.active_len()).sum()
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
-        self.shared.commands.clone()
-    }
-
-    /// Waits (bounded) until Redis confirmed this node's subscription to every wanted ticker in
-    /// `tickers`, so a price published after the cache read is delivered.
-    async fn wait_subscribed(&self, tickers: &[Ticker]) {
-        let mut confirmed = self.shared.confirmed.subscribe();
-        let deadline = Instant::now() + SUBSCRIBE_WAIT;
-        loop {
-            if self.shared.subs.lock().covers(tickers) {
-                return;
-            }
-            match tokio::time::timeout_at(deadline, confirmed.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return,
-            }
-        }
-    }
-}
-
-impl Shared {
-    /// Takes the subscription plan for now (see `reconcile.rs`) and updates the gauge.
-    pub fn plan(&self) -> Plan {
-        let mut subs = self.subs.lock();
-        let plan = subs.next_plan(Instant::now(), self.config.unsubscribe_linger);
-        self.metrics.broker_subscriptions.set(subs.active_len() as i64);
-        plan
-    }
-
-    /// Redis confirmed these subscriptions.
-    pub fn confirmed(&self, tickers: &[Ticker]) {
-        let mut subs = self.subs.lock();
-        subs.confirm(tickers);
-        self.metrics.broker_subscriptions.set(subs.active_len() as i64);
-        drop(subs);
-        self.confirmed.send_modify(|n| *n += 1);
-    }
-
-    /// The Pub/Sub connection is up.
-    pub fn connected(&self) {
-        self.subscriber_connected.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_wanted(&self, ticker: &Ticker) -> bool {
-        self.subs.lock().is_wanted(ticker)
-    }
-
-    pub fn wanted(&self) -> Vec<Ticker> {
-        self.subs.lock().wanted()
-    }
-
-    /// Symbols in the node's price record (bounded by `max_symbols`).
-    pub fn held_symbols(&self) -> usize {
-        self.held.lock().len()
-    }
-
-    /// The Pub/Sub connection is gone, and every subscription with it.
-    pub fn connection_lost(&self) {
-        self.subscriber_connected.store(false, Ordering::Relaxed);
-        self.subs.lock().connection_lost();
-        self.metrics.broker_subscriptions.set(0);
+    /// The shard (index into the URL list) that carries `ticker`.
+    pub fn shard_of(&self, ticker: Ticker) -> usize {
+        shards::shard_of(ticker, self.shards.len())
     }
 }
 
 impl Broker for RedisBroker {
     fn attach(&self, sink: Arc<dyn TickSink>) {
-        let _ = self.shared.sink.set(sink);
+        self.home().fanout.attach(sink);
     }
 
     fn publish(&self, ticks: Vec<Tick>) -> BoxFuture<'_, Result<(), BrokerError>> {
@@ -219,77 +142,34 @@ impl Broker for RedisBroker {
             if ticks.is_empty() {
                 return Ok(());
             }
-            // Through the compare-ts script: see `prices.rs`.
-            prices::publish(&self.shared, ticks).await
+            // Through the compare-ts script of each shard, concurrently: see `prices.rs`. A
+            // shard that is down fails its own tickers only; the others are published.
+            let done =
+                join_all(self.by_shard(ticks, Tick::ticker).into_iter().map(|(s, t)| prices::publish(s, t)));
+            done.await.into_iter().collect()
         })
     }
 
     fn subscribe(&self, ticker: Ticker) {
-        self.shared.subs.lock().want(ticker);
-        // Always: the task decides what (if anything) to send; `Notify` coalesces wake-ups.
-        self.shared.changed.notify_one();
+        self.shard(ticker).want(ticker);
     }
 
     fn unsubscribe(&self, ticker: Ticker) {
-        self.shared.subs.lock().unwant(ticker, Instant::now(), self.shared.config.unsubscribe_linger);
-        self.shared.changed.notify_one();
+        self.shard(ticker).unwant(ticker);
     }
 
     fn last_values(&self, tickers: &[Ticker]) -> BoxFuture<'_, Vec<SharedTick>> {
-        let tickers = tickers.to_vec();
+        let groups = self.by_shard(tickers.to_vec(), |&t| t);
         Box::pin(async move {
-            if tickers.is_empty() {
-                return Vec::new();
-            }
-            self.wait_subscribed(&tickers).await;
-            let fields: Vec<&str> = tickers.iter().map(Ticker::as_str).collect();
-            let values: Result<Vec<Option<Vec<u8>>>, _> =
-                redis::cmd("HMGET").arg(keys::LAST_VALUES).arg(&fields).query_async(&mut self.conn()).await;
-            match values {
-                Ok(values) => tickers
-                    .iter()
-                    .zip(values)
-                    .filter_map(|(&t, v)| {
-                        wire::decode_cached_price(t, v.as_deref()?, &self.shared.config.bounds).map(Arc::new)
-                    })
-                    .collect(),
-                Err(e) => {
-                    // The snapshot is partial; live prices fill it as soon as Redis is back.
-                    tracing::warn!(error = %e, "redis: cannot read the last-value cache");
-                    Vec::new()
-                }
-            }
+            let reads = groups.iter().map(|(shard, tickers)| shard.last_values(tickers));
+            join_all(reads).await.into_iter().flatten().collect()
         })
     }
 
     fn symbols(&self, limit: usize) -> BoxFuture<'_, Vec<Ticker>> {
         Box::pin(async move {
-            let mut conn = self.conn();
-            let mut all: Vec<Ticker> = Vec::new();
-            let mut cursor: u64 = 0;
-            let mut scanned = 0;
-            // HSCAN in pages rather than HKEYS: one huge reply would stall Redis and this node.
-            loop {
-                let page: Result<(u64, Vec<Vec<u8>>), _> = redis::cmd("HSCAN")
-                    .arg(keys::LAST_VALUES)
-                    .arg(cursor)
-                    .arg("COUNT")
-                    .arg(BATCH)
-                    .query_async(&mut conn)
-                    .await;
-                let Ok((next, flat)) = page else { break };
-                // HSCAN returns field, value, field, value…
-                for field in flat.iter().step_by(2) {
-                    if let Some(t) = std::str::from_utf8(field).ok().and_then(|f| Ticker::parse(f).ok()) {
-                        all.push(t);
-                    }
-                }
-                scanned += flat.len() / 2;
-                cursor = next;
-                if cursor == 0 || scanned >= MAX_SYMBOL_SCAN {
-                    break;
-                }
-            }
+            let mut all: Vec<Ticker> =
+                join_all(self.shards.iter().map(|s| s.symbols())).await.into_iter().flatten().collect();
             all.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
             all.dedup();
             all.truncate(limit);

@@ -1,4 +1,5 @@
-//! Settings of the Redis broker, and the fixed bounds its connections work within.
+//! Settings of the Redis broker (the shard list among them), and the fixed bounds its
+//! connections work within.
 
 use std::fmt;
 use std::time::Duration;
@@ -22,14 +23,34 @@ pub(crate) const PING_EVERY: Duration = Duration::from_secs(5);
 /// Most cache keys one `symbols` call reads (the hash is written by external producers too, so
 /// its size is not ours to bound).
 pub(crate) const MAX_SYMBOL_SCAN: usize = 1_000_000;
+/// Most Redis shards one node connects to: each is two connections and a task, and the shard
+/// map spreads tickers over them; past a few dozen, Redis Cluster is the better tool.
+pub const MAX_SHARDS: usize = 64;
+
+/// What is wrong with a [`RedisConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisConfigError {
+    #[error("--redis needs at least one URL")]
+    NoUrl,
+    #[error("--redis lists {0} URLs; at most {MAX_SHARDS} shards")]
+    TooManyShards(usize),
+    /// Shown redacted.
+    #[error("--redis lists {0:?} twice (each shard is a different Redis)")]
+    Duplicate(String),
+    #[error("--redis mixes rediss:// and plain URLs: every shard uses TLS or none does")]
+    MixedTls,
+}
 
 /// Settings of [`RedisBroker`](crate::RedisBroker). `Debug` shows the URL without its
 /// password ([`redact_url`]).
 #[derive(Clone)]
 pub struct RedisConfig {
+    /// The shards, in order (`crate::shards` maps each ticker to one of them; the first also
+    /// holds the session records and the control channel). Each is
     /// `redis://[[user]:password@]host:port[/db]`, or `rediss://…` for TLS.
-    pub url: String,
-    /// Certificates for a `rediss://` URL (none: the system's trust store, no client cert).
+    pub urls: Vec<String>,
+    /// Certificates for `rediss://` URLs, the same for every shard (none: the system's trust
+    /// store, no client cert).
     pub tls: Option<RedisTls>,
     /// Bound on distinct symbols this node publishes (the in-memory broker's `max_symbols`).
     pub max_symbols: usize,
@@ -44,12 +65,25 @@ pub struct RedisConfig {
     pub bounds: Bounds,
     /// Signs and checks control messages (`--cluster-secret-file`).
     pub control_auth: ControlAuth,
+    /// Fan-out workers prices are handed to off the Pub/Sub read loops (see `fanout.rs`).
+    pub fanout_workers: usize,
+}
+
+/// The URLs of a comma-separated `--redis` list (blanks around commas ignored).
+pub fn split_urls(list: &str) -> Vec<String> {
+    list.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect()
+}
+
+/// [`redact_url`] for each URL of a comma-separated list.
+pub fn redact_urls(list: &str) -> String {
+    split_urls(list).iter().map(|u| redact_url(u).into_owned()).collect::<Vec<_>>().join(",")
 }
 
 impl RedisConfig {
-    pub fn new(url: impl Into<String>) -> Self {
+    /// Defaults for the shards of `urls`, a comma-separated list (one URL: one shard).
+    pub fn new(urls: impl AsRef<str>) -> Self {
         Self {
-            url: url.into(),
+            urls: split_urls(urls.as_ref()),
             tls: None,
             max_symbols: tickstream_broker::DEFAULT_MAX_SYMBOLS,
             unsubscribe_linger: Duration::from_secs(1),
@@ -57,19 +91,41 @@ impl RedisConfig {
             symbol_idle: tickstream_broker::DEFAULT_SYMBOL_IDLE,
             bounds: Bounds::DEFAULT,
             control_auth: ControlAuth::none(),
+            fanout_workers: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
         }
+    }
+
+    /// # Errors
+    /// No URL, too many, one listed twice, or TLS on some shards only.
+    pub fn validate(&self) -> Result<(), RedisConfigError> {
+        match self.urls.len() {
+            0 => return Err(RedisConfigError::NoUrl),
+            n if n > MAX_SHARDS => return Err(RedisConfigError::TooManyShards(n)),
+            _ => {}
+        }
+        for (i, u) in self.urls.iter().enumerate() {
+            if self.urls[..i].contains(u) {
+                return Err(RedisConfigError::Duplicate(redact_url(u).into_owned()));
+            }
+        }
+        let tls = |u: &String| u.starts_with("rediss://");
+        if self.urls.iter().any(tls) && !self.urls.iter().all(tls) {
+            return Err(RedisConfigError::MixedTls);
+        }
+        Ok(())
     }
 }
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
-            .field("url", &redact_url(&self.url))
+            .field("urls", &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>())
             .field("tls", &self.tls)
             .field("max_symbols", &self.max_symbols)
             .field("unsubscribe_linger", &self.unsubscribe_linger)
             .field("command_timeout", &self.command_timeout)
-            .finish()
+            .field("fanout_workers", &self.fanout_workers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -81,5 +137,27 @@ mod tests {
     fn debug_hides_the_password() {
         let shown = format!("{:?}", RedisConfig::new("rediss://u:hunter2hunter2@h:6380"));
         assert!(shown.contains("rediss://u:***@h:6380") && !shown.contains("hunter2"), "{shown}");
+        let shown = format!("{:?}", RedisConfig::new("redis://:pw1pw1@a:1,redis://:pw2pw2@b:2"));
+        assert!(shown.contains("redis://:***@a:1") && shown.contains("redis://:***@b:2"), "{shown}");
+        assert!(!shown.contains("pw1") && !shown.contains("pw2"), "{shown}");
+        assert_eq!(redact_urls("redis://:pw1@a:1, redis://b:2"), "redis://:***@a:1,redis://b:2");
+    }
+
+    #[test]
+    fn a_shard_list_is_split_and_checked() {
+        let c = RedisConfig::new(" redis://a:1 ,redis://b:2,,redis://c:3");
+        assert_eq!(c.urls, ["redis://a:1", "redis://b:2", "redis://c:3"]);
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(RedisConfig::new("").validate(), Err(RedisConfigError::NoUrl));
+        assert_eq!(
+            RedisConfig::new("redis://:pw@a:1,redis://:pw@a:1").validate(),
+            Err(RedisConfigError::Duplicate("redis://:***@a:1".into()))
+        );
+        assert_eq!(RedisConfig::new("rediss://a:1,redis://b:2").validate(), Err(RedisConfigError::MixedTls));
+        let many: Vec<String> = (0..=MAX_SHARDS).map(|i| format!("redis://h:{}", 1000 + i)).collect();
+        assert_eq!(
+            RedisConfig::new(many.join(",")).validate(),
+            Err(RedisConfigError::TooManyShards(MAX_SHARDS + 1))
+        );
     }
 }

@@ -4,11 +4,17 @@
 //! traits) and is linked only by the roles that talk to Redis (the `tickstream` binary), so the
 //! engine, gateway, feed and load generator never compile a Redis client.
 //!
-//! Per node there are exactly two Redis connections, whatever the number of tickers:
-//! - one Pub/Sub connection multiplexing every ticker this node watches plus the control
-//!   channel, owned by one task (`subscriber`) that reads messages and carries out the
-//!   subscription plan of `reconcile`;
-//! - one multiplexed command connection (publishes, the last-value cache, session records).
+//! Tickers are spread over one or more Redis *shards* (the `--redis` list) by a stable hash
+//! ([`shards`]). Per node and shard there are exactly two Redis connections, whatever the number
+//! of tickers:
+//! - one Pub/Sub connection multiplexing every ticker of that shard this node watches (plus the
+//!   control channel on the home shard, the first URL), owned by one task (`subscriber`) that
+//!   reads messages and carries out the subscription plan of `reconcile`;
+//! - one multiplexed command connection (publishes, the last-value cache; session records on
+//!   the home shard).
+//!
+//! The read loops only decode: the engine's fan-out runs on the node's `fanout` workers, chosen
+//! by ticker hash, through bounded, conflating mailboxes.
 //!
 //! `subscribe`/`unsubscribe` only record intent and wake the task, so the engine never waits on
 //! Redis while holding its locks. An unsubscribe lingers (`unsubscribe_linger`) before it is
@@ -20,26 +26,31 @@
 //! The contract for external producers (channel names, payloads) is in the README, in [`keys`]
 //! and in [`wire`].
 //!
-//! Modules, bottom up: [`keys`] (names) and [`wire`] (payloads, their bounds and signatures) →
-//! `reconcile` (pure subscription plan) → `prices` (the compare-`ts` publish script, the node's
-//! bounded price record, restore after a restart) → `broker` (the [`Broker`] impl and shared
-//! state), `subscriber` (the Pub/Sub connection loop), `store` (the [`SessionStore`] impl).
+//! Modules, bottom up: [`keys`] (names), [`shards`] (the shard map) and [`wire`] (payloads,
+//! their bounds and signatures) → `reconcile` (pure subscription plan), `fanout` (the worker
+//! pool) → `prices` (the compare-`ts` publish script, the shard's bounded price record,
+//! restore after a restart) → `shard` (one shard's state) → `broker` (the [`Broker`] impl,
+//! routing by shard), `subscriber` (the Pub/Sub connection loop of a shard), `store` (the
+//! [`SessionStore`] impl, on the home shard).
 //!
 //! [`Broker`]: tickstream_broker::Broker
 //! [`SessionStore`]: tickstream_broker::SessionStore
 
 mod broker;
 mod config;
+mod fanout;
 pub mod keys;
 mod prices;
 mod reconcile;
 mod secret;
+mod shard;
+pub mod shards;
 mod store;
 mod subscriber;
 pub mod wire;
 
 pub use broker::RedisBroker;
-pub use config::RedisConfig;
+pub use config::{MAX_SHARDS, RedisConfig, RedisConfigError, redact_urls, split_urls};
 pub use keys::channel_for;
 pub use secret::{RedisTls, redact_url};
 pub use wire::{Bounds, ControlAuth};

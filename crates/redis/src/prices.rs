@@ -14,8 +14,11 @@
 //!   mode, which does not re-publish), then reads the cache for every watched ticker and hands
 //!   the engine those newer than what it last delivered, as a snapshot (`TickSink::resync`).
 //!
-//! Sits beside `broker` (whose `publish` calls [`publish`]) and `subscriber` (which records
-//! deliveries with [`Held::delivered`] and calls [`after_reconnect`]).
+//! Each shard has its own `Held` and its own cache hash (on that shard's Redis), holding only
+//! the tickers of that shard.
+//!
+//! Sits beside `broker` (whose `publish` calls [`publish`] per shard) and `subscriber` (which
+//! records deliveries with [`Held::delivered`] and calls [`after_reconnect`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
@@ -25,8 +28,8 @@ use tickstream_api::{SharedTick, Tick, Ticker};
 use tickstream_broker::BrokerError;
 use tokio::time::Instant;
 
-use crate::broker::{Shared, unavailable};
 use crate::config::BATCH;
+use crate::shard::{Shared, unavailable};
 use crate::{keys, wire};
 
 /// `KEYS[1]` = the last-value hash; `ARGV[1]` = `publish` or `restore`, then per tick: field,
@@ -182,9 +185,10 @@ pub(crate) async fn after_reconnect(shared: &Shared) {
         }
     }
     if !changed.is_empty()
-        && let Some(sink) = shared.sink.get()
+        && let Some(sink) = shared.fanout.sink()
     {
         tracing::info!(
+            shard = shared.index,
             tickers = changed.len(),
             "redis: prices changed while disconnected; sending snapshots"
         );

@@ -1,7 +1,9 @@
 //! The [`SessionStore`] impl on Redis: session records as string keys with an expiry
 //! (`tickstream:session:<id>`), and the control messages that tell other engines about them.
 //!
-//! Uses the broker's command connection; the record and message forms are in [`crate::wire`].
+//! Uses the command connection of the home shard (the first `--redis` URL): every record and
+//! every control message lives there, so a session never depends on more than one shard and
+//! the control channel needs no fan-in. The record and message forms are in [`crate::wire`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +12,10 @@ use futures::future::BoxFuture;
 use tickstream_api::SessionId;
 use tickstream_broker::{BrokerError, ClusterListener, SessionRecord, SessionStore};
 
-use crate::broker::{RedisBroker, unavailable};
+use crate::RedisBroker;
 use crate::config::BATCH;
 use crate::keys::{self, session_key, ttl_ms};
+use crate::shard::unavailable;
 use crate::wire::{self, ControlMessage};
 
 impl RedisBroker {
@@ -22,14 +25,14 @@ impl RedisBroker {
         attached: Option<SessionId>,
     ) -> Result<(), BrokerError> {
         let msg = ControlMessage {
-            node: self.shared.node.clone(),
+            node: self.home().node.clone(),
             ended: ended.map(|id| id.to_string()),
             attached: attached.map(|id| id.to_string()),
         };
         redis::cmd("PUBLISH")
             .arg(keys::CONTROL_CHANNEL)
-            .arg(wire::encode_control(&msg, &self.shared.config.control_auth))
-            .query_async::<i64>(&mut self.conn())
+            .arg(wire::encode_control(&msg, &self.home().config.control_auth))
+            .query_async::<i64>(&mut self.home().conn())
             .await
             .map(drop)
             .map_err(unavailable)
@@ -38,7 +41,7 @@ impl RedisBroker {
 
 impl SessionStore for RedisBroker {
     fn listen(&self, listener: Arc<dyn ClusterListener>) {
-        let _ = self.shared.listener.set(listener);
+        let _ = self.home().listener.set(listener);
     }
 
     fn put(&self, records: Vec<(SessionRecord, Duration)>) -> BoxFuture<'_, Result<(), BrokerError>> {
@@ -53,7 +56,7 @@ impl SessionStore for RedisBroker {
                         .arg(ttl_ms(*ttl))
                         .ignore();
                 }
-                pipe.query_async::<()>(&mut self.conn()).await.map_err(unavailable)?;
+                pipe.query_async::<()>(&mut self.home().conn()).await.map_err(unavailable)?;
             }
             Ok(())
         })
@@ -71,7 +74,7 @@ impl SessionStore for RedisBroker {
                 Some(ttl) => cmd.arg("PX").arg(ttl_ms(ttl)),
                 None => cmd.arg("KEEPTTL"),
             };
-            let done: Option<String> = cmd.query_async(&mut self.conn()).await.map_err(unavailable)?;
+            let done: Option<String> = cmd.query_async(&mut self.home().conn()).await.map_err(unavailable)?;
             Ok(done.is_some())
         })
     }
@@ -80,10 +83,10 @@ impl SessionStore for RedisBroker {
         Box::pin(async move {
             let raw: Option<Vec<u8>> = redis::cmd("GET")
                 .arg(session_key(id))
-                .query_async(&mut self.conn())
+                .query_async(&mut self.home().conn())
                 .await
                 .map_err(unavailable)?;
-            Ok(raw.and_then(|raw| wire::decode_session(id, &raw, &self.shared.config.bounds)))
+            Ok(raw.and_then(|raw| wire::decode_session(id, &raw, &self.home().config.bounds)))
         })
     }
 
@@ -94,7 +97,7 @@ impl SessionStore for RedisBroker {
                 for &id in batch {
                     pipe.cmd("PEXPIRE").arg(session_key(id)).arg(ttl_ms(ttl)).ignore();
                 }
-                pipe.query_async::<()>(&mut self.conn()).await.map_err(unavailable)?;
+                pipe.query_async::<()>(&mut self.home().conn()).await.map_err(unavailable)?;
             }
             Ok(())
         })
@@ -104,7 +107,7 @@ impl SessionStore for RedisBroker {
         Box::pin(async move {
             let removed: i64 = redis::cmd("DEL")
                 .arg(session_key(id))
-                .query_async(&mut self.conn())
+                .query_async(&mut self.home().conn())
                 .await
                 .map_err(unavailable)?;
             self.publish_control(Some(id), None).await?;

@@ -1,9 +1,10 @@
 //! The node's Pub/Sub connection loop: connect, subscribe what the plan says, read and dispatch
 //! messages, ping when idle, and start over with backoff when the connection drops.
 //!
-//! One task per node ([`run`]), spawned by `RedisBroker::start`. It never blocks on the engine:
-//! messages go to the sink and listener, which only enqueue. What to (un)subscribe is decided
-//! by `reconcile.rs`; this module only carries it out, in batches.
+//! One task per shard ([`run`]), spawned by `RedisBroker::start`. It never blocks on the
+//! engine: prices go to the fan-out pool (`fanout.rs`, one short lock, never a wait), control
+//! messages (home shard only) to the listener, which only enqueues. What to (un)subscribe is
+//! decided by `reconcile.rs`; this module only carries it out, in batches.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +15,13 @@ use tickstream_api::{Backoff, SessionId};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::Shared;
 use crate::config::{BACKOFF_MAX, BACKOFF_MIN, BATCH, PING_EVERY};
 use crate::keys::{self, channel_for};
 use crate::prices;
+use crate::shard::Shared;
 use crate::wire::{self, Incoming};
 
-/// The node's Pub/Sub connection: connect, subscribe everything wanted, read and reconcile until
+/// A shard's Pub/Sub connection: connect, subscribe everything wanted, read and reconcile until
 /// the connection drops, then start over with backoff.
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
@@ -32,14 +33,18 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             Ok((mut sink, mut stream)) => {
                 backoff.reset();
                 if connected_before {
-                    tracing::info!("redis: subscriber reconnected; restoring subscriptions and sessions");
+                    tracing::info!(
+                        shard = shared.index,
+                        "redis: subscriber reconnected; restoring subscriptions and sessions"
+                    );
+                    // Set on the home shard only: the session records live there.
                     if let Some(listener) = shared.listener.get() {
                         listener.reconnected();
                     }
                 }
                 let reconnected = connected_before;
                 connected_before = true;
-                shared.connected();
+                shared.connected(reconnected);
                 serve_connection(&shared, reconnected, &mut sink, &mut stream, &shutdown).await
             }
         };
@@ -49,7 +54,8 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             Outcome::Shutdown => return,
             Outcome::Lost(why) => {
                 let pause = backoff.next_delay();
-                tracing::warn!(error = %why, retry_in = ?pause, "redis: subscriber disconnected; reconnecting");
+                tracing::warn!(shard = shared.index, error = %why, retry_in = ?pause,
+                    "redis: subscriber disconnected; reconnecting");
                 if !sleep_or_shutdown(pause, &shutdown).await {
                     return;
                 }
@@ -86,7 +92,9 @@ async fn connect(
 ) -> Result<(PubSubSink, PubSubStream), Outcome> {
     let pubsub = bounded(shared, shutdown, "connect", shared.client.get_async_pubsub()).await?;
     let (mut sink, stream) = pubsub.split();
-    bounded(shared, shutdown, "subscribe control", sink.subscribe(keys::CONTROL_CHANNEL)).await?;
+    if shared.is_home() {
+        bounded(shared, shutdown, "subscribe control", sink.subscribe(keys::CONTROL_CHANNEL)).await?;
+    }
     Ok((sink, stream))
 }
 
@@ -137,7 +145,7 @@ async fn serve_connection(
             tokio::select! {
                 () = shutdown.cancelled() => return Outcome::Shutdown,
                 r = restore => if r.is_err() {
-                    tracing::warn!("redis: restoring prices after the reconnect timed out");
+                    tracing::warn!(shard = shared.index, "redis: restoring prices after the reconnect timed out");
                 },
             }
             last_heard = Instant::now();
@@ -177,7 +185,8 @@ async fn serve_connection(
     }
 }
 
-/// Dispatches one message: prices to the sink, other nodes' control messages to the listener.
+/// Dispatches one message: prices to the fan-out pool, other nodes' control messages to the
+/// listener.
 fn handle(shared: &Shared, msg: &redis::Msg) {
     let count = |kind: &str| shared.metrics.broker_messages.with_label_values(&[kind]).inc();
     let config = &shared.config;
@@ -189,12 +198,12 @@ fn handle(shared: &Shared, msg: &redis::Msg) {
     ) {
         Incoming::Price(tick) => {
             count("price");
+            shared.metrics.redis_shard_messages.with_label_values(&[shared.label()]).inc();
             let tick = Arc::new(tick);
             // Recorded so a reconnect knows what the engine already has (see `prices.rs`).
             shared.held.lock().delivered(&tick, config.max_symbols);
-            if let Some(sink) = shared.sink.get() {
-                sink.deliver(&tick);
-            }
+            // The engine's fan-out (O(watchers)) runs on a worker, not on this read loop.
+            shared.fanout.push(&tick);
         }
         Incoming::Control(ctl) => {
             count("control");

@@ -14,7 +14,7 @@
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use tickstream_api::{SessionId, SessionState, Tick, Ticker, TsWindow, now_ms};
+use tickstream_api::{Quote, SessionId, SessionState, Tick, Ticker, TradingStatus, TsWindow, now_ms};
 use tickstream_broker::SessionRecord;
 
 use crate::keys;
@@ -50,7 +50,8 @@ impl Default for Bounds {
     }
 }
 
-/// A price payload as producers write it; `ticker` and `ts` may be left out.
+/// A price payload as producers write it (README "The tick schema"); `ticker` and `ts` may be
+/// left out, and so may every quote field and `status`.
 #[derive(Deserialize)]
 struct PriceMessage<'a> {
     #[serde(default, borrow)]
@@ -58,12 +59,55 @@ struct PriceMessage<'a> {
     price: f64,
     #[serde(default)]
     ts: Option<u64>,
+    // Listed rather than a flattened `Quote`: flattening buffers every field of every message
+    // on the read loop.
+    #[serde(default)]
+    bid: Option<f64>,
+    #[serde(default)]
+    ask: Option<f64>,
+    #[serde(default)]
+    bid_size: Option<f64>,
+    #[serde(default)]
+    ask_size: Option<f64>,
+    #[serde(default)]
+    size: Option<f64>,
+    #[serde(default)]
+    volume: Option<f64>,
+    #[serde(default)]
+    open: Option<f64>,
+    #[serde(default)]
+    high: Option<f64>,
+    #[serde(default)]
+    low: Option<f64>,
+    #[serde(default)]
+    prev_close: Option<f64>,
+    /// `halted` or `resumed`; anything else makes the payload invalid.
+    #[serde(default, borrow)]
+    status: Option<&'a str>,
+}
+
+impl PriceMessage<'_> {
+    fn quote(&self) -> Quote {
+        Quote {
+            bid: self.bid,
+            ask: self.ask,
+            bid_size: self.bid_size,
+            ask_size: self.ask_size,
+            size: self.size,
+            volume: self.volume,
+            open: self.open,
+            high: self.high,
+            low: self.low,
+            prev_close: self.prev_close,
+        }
+    }
 }
 
 /// Parses a price payload for `ticker` (from the channel name). External producers may omit
 /// `ticker` and `ts` (the receiver then stamps the time); a `ticker` naming another symbol, a
-/// non-positive or non-numeric price, a `ts` outside the window, a payload over the size bound,
-/// or anything else malformed is `None`.
+/// non-positive or non-numeric price, a bad quote (a field not finite and >= 0, a bid above the
+/// ask), a `status` other than `halted`/`resumed`, a `ts` outside the window, a payload over the
+/// size bound, or anything else malformed is `None`.
 ///
 /// The encoder is [`Tick::json`], which this decodes back to the same tick.
 pub fn decode_price(ticker: Ticker, payload: &[u8], bounds: &Bounds) -> Option<Tick> {
@@ -92,7 +136,11 @@ fn decode_price_unchecked_age(ticker: Ticker, payload: &[u8], bounds: &Bounds, n
     if ts > now.saturating_add(future_ms) {
         return None;
     }
-    Tick::new(ticker, msg.price, ts).ok()
+    let trading = match msg.status {
+        None => None,
+        Some(s) => Some(TradingStatus::parse(s)?),
+    };
+    Some(Tick::new(ticker, msg.price, ts).ok()?.with_quote(msg.quote()).ok()?.with_trading_status(trading))
 }
 
 /// What engines publish on [`keys::CONTROL_CHANNEL`] about sessions.

@@ -37,6 +37,37 @@ fn a_tick_decodes_back_from_its_own_json() {
 }
 
 #[test]
+fn quoted_and_halted_records_decode_back_from_their_own_json_and_bad_quotes_are_refused() {
+    let quote = Quote {
+        bid: Some(189.2),
+        ask: Some(189.3),
+        bid_size: Some(300.0),
+        ask_size: Some(200.0),
+        size: Some(100.0),
+        volume: Some(1.25e6),
+        open: Some(187.0),
+        high: Some(190.0),
+        low: Some(186.5),
+        prev_close: Some(188.0),
+    };
+    let tick = Tick::new(t("AAPL"), 189.25, 7).unwrap().with_quote(quote).unwrap();
+    assert_eq!(decode_price(t("AAPL"), tick.json().as_bytes(), &LAX), Some(tick.clone()));
+    let halted = tick.with_trading_status(Some(TradingStatus::Halted));
+    assert_eq!(decode_price(t("AAPL"), halted.json().as_bytes(), &LAX), Some(halted));
+    for bad in [
+        &br#"{"price":1,"bid":-1}"#[..],
+        br#"{"price":1,"bid":2,"ask":1}"#,
+        br#"{"price":1,"volume":"many"}"#,
+        br#"{"price":1,"status":"stale"}"#,
+        br#"{"price":1,"status":"live"}"#,
+    ] {
+        assert!(decode_price(t("A"), bad, &LAX).is_none(), "{}", String::from_utf8_lossy(bad));
+    }
+    let partial = decode_price(t("A"), br#"{"price":1,"ts":3,"bid":0.5}"#, &LAX).unwrap();
+    assert_eq!(partial.quote(), &Quote { bid: Some(0.5), ..Quote::EMPTY });
+}
+
+#[test]
 fn messages_are_classified_by_channel() {
     let price = decode_message("tickstream:px:aapl", br#"{"price":2,"ts":7}"#, &NO_AUTH, &LAX);
     assert_eq!(price, Incoming::Price(Tick::new(t("AAPL"), 2.0, 7).unwrap()));

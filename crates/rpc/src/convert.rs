@@ -12,9 +12,9 @@ use tonic::{Code, Status};
 
 use crate::pb;
 
-const ERROR_KEY: &str = "tickstream-error";
-const MAX_KEY: &str = "tickstream-max";
-const MIN_KEY: &str = "tickstream-min";
+pub(crate) const ERROR_KEY: &str = "tickstream-error";
+pub(crate) const MAX_KEY: &str = "tickstream-max";
+pub(crate) const MIN_KEY: &str = "tickstream-min";
 
 pub(crate) fn invalid(code: ErrorCode, message: impl Into<String>) -> Status {
     with_meta(Status::invalid_argument(message), code, None, None)
@@ -165,7 +165,7 @@ fn status_out(s: TickerStatus) -> pb::TickerStatus {
     }
 }
 
-fn status_in(s: i32) -> Option<TickerStatus> {
+pub(crate) fn status_in(s: i32) -> Option<TickerStatus> {
     match pb::TickerStatus::try_from(s) {
         Ok(pb::TickerStatus::Live) => Some(TickerStatus::Live),
         Ok(pb::TickerStatus::Stale) => Some(TickerStatus::Stale),
@@ -175,7 +175,7 @@ fn status_in(s: i32) -> Option<TickerStatus> {
     }
 }
 
-fn statuses_out(list: &[SharedStatus]) -> pb::Statuses {
+pub(crate) fn statuses_out(list: &[SharedStatus]) -> pb::Statuses {
     let one = |s: &SharedStatus| pb::StatusChange {
         ticker: s.ticker().as_str().to_owned(),
         status: status_out(s.status()) as i32,
@@ -185,7 +185,7 @@ fn statuses_out(list: &[SharedStatus]) -> pb::Statuses {
 }
 
 /// Statuses off the wire; a malformed entry is skipped, never trusted.
-fn statuses_in(list: &pb::Statuses) -> Vec<SharedStatus> {
+pub(crate) fn statuses_in(list: &pb::Statuses) -> Vec<SharedStatus> {
     let one = |s: &pb::StatusChange| {
         let ticker = Ticker::parse(&s.ticker).ok()?;
         Some(std::sync::Arc::new(StatusUpdate::new(ticker, status_in(s.status)?, s.ts_ms)))
@@ -260,6 +260,8 @@ pub(crate) fn event_out(ev: &SessionEvent) -> pb::PriceUpdate {
 }
 
 /// A stream message back to an event; `None` for a malformed one (skipped, never trusted).
+/// The gateway streams over the link (`crate::link`); this checks `event_out` for other clients.
+#[cfg(test)]
 pub(crate) fn event_in(update: pb::PriceUpdate) -> Option<SessionEvent> {
     use pb::price_update::Event;
     let ticks = |p: pb::Prices| -> Vec<SharedTick> {

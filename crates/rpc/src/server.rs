@@ -1,4 +1,5 @@
 //! The engine side: any [`MonitoringService`] served as `RealTimePriceMonitoringService`.
+//! The `Link` call's sessions are driven by `link::serve`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use futures::{Stream, StreamExt};
 use tickstream_api::{ErrorCode, MonitoringService, SessionEvent, StartRequest};
 use tickstream_telemetry::Metrics;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::Streaming;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -15,6 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::convert::{
     event_out, invalid, parse_id, parse_tickers, price_in, session_out, tickers_out, to_status,
 };
+use crate::link::serve::LinkStream;
 use crate::pb;
 use crate::pb::real_time_price_monitoring_service_server::{
     RealTimePriceMonitoringService, RealTimePriceMonitoringServiceServer,
@@ -37,6 +41,9 @@ pub struct GrpcServerConfig {
     pub max_request_bytes: usize,
     /// Mutual TLS and/or the cluster token; by default neither (a private network).
     pub security: ServerSecurity,
+    /// Sessions one engine link may carry; an attach past it is refused as a full engine would
+    /// refuse it (the gateway tries the next engine). The engine's own session limit applies too.
+    pub max_link_sessions: usize,
 }
 
 impl GrpcServerConfig {
@@ -47,6 +54,7 @@ impl GrpcServerConfig {
         keepalive_timeout: Duration::from_secs(10),
         max_request_bytes: 4 * 1024 * 1024,
         security: ServerSecurity::NONE,
+        max_link_sessions: 100_000,
     };
 }
 
@@ -60,6 +68,10 @@ impl Default for GrpcServerConfig {
 pub struct EngineService<S> {
     service: Arc<S>,
     metrics: Arc<Metrics>,
+    /// Cancelled once the engine has ended its sessions on shutdown: open links then end, and
+    /// the gateways move what they carried.
+    draining: CancellationToken,
+    max_link_sessions: usize,
 }
 
 impl<S> std::fmt::Debug for EngineService<S> {
@@ -70,11 +82,25 @@ impl<S> std::fmt::Debug for EngineService<S> {
 
 impl<S: MonitoringService> EngineService<S> {
     pub fn new(service: Arc<S>, metrics: Arc<Metrics>) -> Self {
-        Self { service, metrics }
+        Self {
+            service,
+            metrics,
+            draining: CancellationToken::new(),
+            max_link_sessions: GrpcServerConfig::DEFAULT.max_link_sessions,
+        }
+    }
+
+    /// Ends every open link when `draining` is cancelled, and refuses attaches past
+    /// `max_link_sessions` per link. [`serve`] sets both.
+    pub fn with_links(mut self, draining: CancellationToken, max_link_sessions: usize) -> Self {
+        self.draining = draining;
+        self.max_link_sessions = max_link_sessions;
+        self
     }
 }
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<pb::PriceUpdate, Status>> + Send>>;
+type LinkEvents = Pin<Box<dyn Stream<Item = Result<pb::LinkEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl<S: MonitoringService> RealTimePriceMonitoringService for EngineService<S> {
@@ -166,6 +192,19 @@ impl<S: MonitoringService> RealTimePriceMonitoringService for EngineService<S> {
         Ok(Response::new(pb::ListTickersResponse { tickers: tickers_out(&all) }))
     }
 
+    type LinkStream = LinkEvents;
+
+    async fn link(&self, req: Request<Streaming<pb::LinkRequest>>) -> Result<Response<LinkEvents>, Status> {
+        let stream = LinkStream::new(
+            Arc::clone(&self.service),
+            req.into_inner(),
+            self.max_link_sessions,
+            self.draining.clone(),
+            self.metrics.task("grpc_link"),
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn ping(&self, _req: Request<pb::PingRequest>) -> Result<Response<pb::PingResponse>, Status> {
         if self.service.ready() {
             Ok(Response::new(pb::PingResponse {}))
@@ -176,7 +215,8 @@ impl<S: MonitoringService> RealTimePriceMonitoringService for EngineService<S> {
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then waits for open calls to end
-/// (the caller ends every session first, so streams finish with `closed`).
+/// (the caller ends every session first, so streams finish with `closed`; links end once
+/// `shutdown` has resolved).
 ///
 /// # Errors
 /// A transport failure of the server itself.
@@ -187,7 +227,9 @@ pub async fn serve<S: MonitoringService>(
     config: &GrpcServerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let svc = RealTimePriceMonitoringServiceServer::new(EngineService::new(service, metrics))
+    let draining = CancellationToken::new();
+    let service = EngineService::new(service, metrics).with_links(draining.clone(), config.max_link_sessions);
+    let svc = RealTimePriceMonitoringServiceServer::new(service)
         .max_decoding_message_size(config.max_request_bytes);
     let svc = InterceptedService::new(svc, CheckToken(config.security.token.clone().map(Arc::new)));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -200,6 +242,9 @@ pub async fn serve<S: MonitoringService>(
         .http2_keepalive_interval(Some(config.keepalive_interval))
         .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, async move {
+            shutdown.await;
+            draining.cancel();
+        })
         .await
 }

@@ -59,6 +59,22 @@ pub struct Metrics {
     pub engines_up: IntGauge,
     /// `tickstream_engine_failovers_total`: streams a gateway moved to another engine.
     pub engine_failovers: IntCounter,
+    /// `tickstream_redis_shard_up{shard}`: 1 while the Pub/Sub connection to Redis shard
+    /// `shard` (its index in `--redis`) is up.
+    pub redis_shard_up: IntGaugeVec,
+    /// `tickstream_redis_shard_subscriptions{shard}`: tickers subscribed on each shard (they
+    /// sum to `tickstream_broker_subscriptions`).
+    pub redis_shard_subscriptions: IntGaugeVec,
+    /// `tickstream_redis_shard_messages_total{shard}`: price messages received from each shard.
+    pub redis_shard_messages: IntCounterVec,
+    /// `tickstream_redis_shard_reconnects_total{shard}`: Pub/Sub connections re-established.
+    pub redis_shard_reconnects: IntCounterVec,
+    /// `tickstream_redis_fanout_conflated_total`: prices replaced by a newer one while waiting
+    /// for a fan-out worker.
+    pub redis_fanout_conflated: IntCounter,
+    /// `tickstream_redis_fanout_dropped_total`: prices of a new ticker refused by a full fan-out
+    /// worker mailbox.
+    pub redis_fanout_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -147,6 +163,43 @@ impl Metrics {
                 "tickstream_engine_failovers_total",
                 "Streams moved to another engine after theirs failed",
             ),
+            redis_shard_up: IntGaugeVec::new(
+                Opts::new(
+                    "tickstream_redis_shard_up",
+                    "1 while the Pub/Sub connection to a Redis shard is up",
+                ),
+                &["shard"],
+            )
+            .expect("valid metric"),
+            redis_shard_subscriptions: IntGaugeVec::new(
+                Opts::new("tickstream_redis_shard_subscriptions", "Tickers subscribed on each Redis shard"),
+                &["shard"],
+            )
+            .expect("valid metric"),
+            redis_shard_messages: IntCounterVec::new(
+                Opts::new(
+                    "tickstream_redis_shard_messages_total",
+                    "Price messages received from each Redis shard",
+                ),
+                &["shard"],
+            )
+            .expect("valid metric"),
+            redis_shard_reconnects: IntCounterVec::new(
+                Opts::new(
+                    "tickstream_redis_shard_reconnects_total",
+                    "Pub/Sub connections to each Redis shard re-established",
+                ),
+                &["shard"],
+            )
+            .expect("valid metric"),
+            redis_fanout_conflated: counter(
+                "tickstream_redis_fanout_conflated_total",
+                "Prices replaced by a newer one while waiting for a fan-out worker",
+            ),
+            redis_fanout_dropped: counter(
+                "tickstream_redis_fanout_dropped_total",
+                "Prices of a new ticker refused by a full fan-out worker mailbox",
+            ),
             registry: registry.clone(),
         };
         reg(Box::new(m.sessions.clone()));
@@ -166,6 +219,12 @@ impl Metrics {
         reg(Box::new(m.broker_messages.clone()));
         reg(Box::new(m.engines_up.clone()));
         reg(Box::new(m.engine_failovers.clone()));
+        reg(Box::new(m.redis_shard_up.clone()));
+        reg(Box::new(m.redis_shard_subscriptions.clone()));
+        reg(Box::new(m.redis_shard_messages.clone()));
+        reg(Box::new(m.redis_shard_reconnects.clone()));
+        reg(Box::new(m.redis_fanout_conflated.clone()));
+        reg(Box::new(m.redis_fanout_dropped.clone()));
         Arc::new(m)
     }
 

@@ -150,6 +150,7 @@ pub struct SessionOpts {
     #[arg(long, env = "TICKSTREAM_MAX_SYMBOLS", default_value_t = tickstream_broker::DEFAULT_MAX_SYMBOLS)]
     pub max_symbols: usize,
     #[command(flatten)]
+    pub status: crate::status_opts::StatusOpts,
     pub coalesce: CoalesceOpts,
 }
 
@@ -193,8 +194,8 @@ pub struct ServeArgs {
     #[arg(long, env = "TICKSTREAM_NO_FEED")]
     pub no_feed: bool,
     /// Use Redis as the broker and session store (e.g. redis://127.0.0.1:6379), so several
-    /// `serve` nodes share prices and sessions. Without it everything stays in this process.
-    /// A password goes in the URL (redis://:PASS@host); rediss:// for TLS.
+    /// `serve` nodes share prices and sessions; comma-separated URLs shard tickers over several
+    /// Redis. Without it everything stays in this process. redis://:PASS@host; rediss:// for TLS.
     #[arg(long, env = "TICKSTREAM_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
     /// File holding the cluster secret: control messages on Redis are signed with it
@@ -220,8 +221,8 @@ pub struct EngineArgs {
     /// Address of the HTTP endpoints /metrics and /healthz.
     #[arg(long, env = "TICKSTREAM_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
     pub metrics_listen: SocketAddr,
-    /// Redis shared by every node (broker and session store); redis://:PASS@host for a
-    /// password, rediss:// for TLS.
+    /// Redis shared by every node (broker and session store); comma-separated URLs shard
+    /// tickers over several Redis. redis://:PASS@host for a password, rediss:// for TLS.
     #[arg(long, env = "TICKSTREAM_REDIS", hide_env_values = true, default_value = DEFAULT_REDIS)]
     pub redis: String,
     #[command(flatten)]
@@ -274,7 +275,7 @@ pub struct GatewayArgs {
 /// Flags of `tickstream feed`.
 #[derive(Debug, Clone, Parser)]
 pub struct FeedArgs {
-    /// Redis to publish into (redis://:PASS@host for a password, rediss:// for TLS).
+    /// Redis to publish into, comma-separated for shards (redis://:PASS@host, rediss:// for TLS).
     #[arg(long, env = "TICKSTREAM_REDIS", hide_env_values = true, default_value = DEFAULT_REDIS)]
     pub redis: String,
     /// File holding the cluster secret: control messages on Redis are signed with it
@@ -320,12 +321,15 @@ impl SessionOpts {
     }
 }
 
-fn redis_url(url: &str) -> Result<(), String> {
-    if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("unix://") {
-        Ok(())
-    } else {
+/// A comma-separated list of one or more Redis URLs (one per shard).
+fn redis_url(list: &str) -> Result<(), String> {
+    let scheme = |u: &String| ["redis://", "rediss://", "unix://"].iter().any(|s| u.starts_with(s));
+    match tickstream_redis::split_urls(list).iter().find(|u| !scheme(u)) {
         // Redacted: the URL may carry a password.
-        Err(format!("--redis must be a redis:// URL, got {:?}", tickstream_redis::redact_url(url)))
+        Some(bad) => {
+            Err(format!("--redis must be redis:// URLs, got {:?}", tickstream_redis::redact_url(bad)))
+        }
+        None => tickstream_redis::RedisConfig::new(list).validate().map_err(|e| e.to_string()),
     }
 }
 

@@ -44,6 +44,12 @@ fn validation_rejects_settings_that_cannot_work() {
     assert!(check(&["--max-sessions", "0"]).is_err());
     assert!(check(&["--redis", "http://x"]).is_err());
     assert_eq!(check(&["--redis", "redis://127.0.0.1:6379"]), Ok(()));
+    // Shards: a comma-separated list, each a Redis URL, none twice, TLS on all or none.
+    assert_eq!(check(&["--redis", "redis://a:1,redis://b:2,redis://c:3"]), Ok(()));
+    assert!(check(&["--redis", "redis://a:1,http://:pw@b:2"]).unwrap_err().contains(":***@b:2"));
+    assert!(check(&["--redis", "redis://a:1,redis://a:1"]).unwrap_err().contains("twice"));
+    assert!(check(&["--redis", "rediss://a:1,redis://b:2"]).unwrap_err().contains("TLS"));
+    assert!(check(&["--redis", ","]).is_err());
 }
 
 #[test]

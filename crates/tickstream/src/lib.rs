@@ -18,3 +18,4 @@ pub mod gateway;
 pub mod node;
 pub mod security;
 pub mod serve;
+pub mod status_opts;

@@ -8,7 +8,7 @@ use tickstream::cli::{Command, CommonOpts};
 use tickstream::config_file::{self, ConfigAction, ConfigArgs, ParseError};
 use tickstream::node::Handle;
 use tickstream::{engine, feed, gateway, serve};
-use tickstream_redis::redact_url;
+use tickstream_redis::redact_urls;
 use tickstream_telemetry::logging;
 
 fn main() -> ExitCode {
@@ -48,7 +48,7 @@ async fn run_cli() -> ExitCode {
             run(&args.common, serve::start(&args), |r| {
                 // A stable line on stdout for scripts and tests; logs go to stderr.
                 println!("listening on {}://{}", scheme(args.tls.enabled()), r.addr);
-                let redis = args.redis.as_deref().map(redact_url);
+                let redis = args.redis.as_deref().map(redact_urls);
                 tracing::info!(addr = %r.addr, feed = !args.no_feed, redis = ?redis, "tickstream serving");
             })
             .await
@@ -57,7 +57,7 @@ async fn run_cli() -> ExitCode {
             run(&args.common, engine::start(&args), |r| {
                 println!("grpc listening on {}://{}", scheme(args.grpc_security.tls_enabled()), r.grpc_addr);
                 println!("metrics listening on http://{}", r.metrics_addr);
-                let redis = redact_url(&args.redis);
+                let redis = redact_urls(&args.redis);
                 tracing::info!(grpc = %r.grpc_addr, metrics = %r.metrics_addr, %redis, "engine serving");
             })
             .await
@@ -71,11 +71,11 @@ async fn run_cli() -> ExitCode {
         }
         Command::Feed(args) => {
             run(&args.common, feed::start(&args), |r| {
-                println!("publishing to {}", redact_url(&args.redis));
+                println!("publishing to {}", redact_urls(&args.redis));
                 if let Some(addr) = r.metrics_addr {
                     println!("metrics listening on http://{addr}");
                 }
-                let redis = redact_url(&args.redis);
+                let redis = redact_urls(&args.redis);
                 tracing::info!(%redis, tickers = args.sim.tickers, rate = args.sim.feed_rate, "feed running");
             })
             .await

@@ -57,12 +57,15 @@ pub(crate) fn engine_config(opts: &SessionOpts) -> EngineConfig {
         max_tickers_per_session: opts.max_tickers_per_session,
         max_sessions: opts.max_sessions,
         max_symbols: opts.max_symbols,
+        stale_after: opts.status.stale_after,
         coalesce_window: opts.coalesce.coalesce_window,
     }
 }
 
 /// A node's Redis broker, as the broker and as the session store (one value, two roles), and
-/// its `/readyz` check (`broker_disconnected` while the Pub/Sub connection is down).
+/// its `/readyz` check (`broker_disconnected` while the home shard's Pub/Sub connection is
+/// down: with shards, another shard being down pauses only its tickers, and every node sees
+/// the same shards, so taking nodes out of rotation for it would help nobody).
 pub(crate) struct RedisNode {
     pub broker: Arc<dyn Broker>,
     pub store: Arc<dyn SessionStore>,

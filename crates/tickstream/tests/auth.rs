@@ -476,3 +476,40 @@ async fn a_debug_level_log_holds_no_session_id_and_no_token() {
         assert!(!text.contains(signature), "a token's signature is in the log");
     }
 }
+
+/// Server-Sent Events take the same token as `/ws`: the `Authorization` header, or `?token=`
+/// (what `EventSource`, which cannot set headers, uses); only the owner or an admin may stream a
+/// session; a stream ends with a `close` event carrying 4401 when its token expires.
+#[tokio::test]
+async fn sse_streams_need_the_owners_token_and_end_with_4401_at_its_expiry() {
+    use common::sse;
+    let keys = Keys::new();
+    let srv = common::server(&keys.flags()).await;
+    let http = reqwest::Client::new();
+    let alice = token("alice", "stream");
+    let id = create(&http, &srv.base, &alice).await;
+    let addr = srv.addr().await;
+    let open = async |path: String, headers: Vec<(&str, String)>| {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        sse::open(tcp, &path, &h).await
+    };
+    let path = format!("/api/v1/sessions/{id}/events");
+    let refused = open(path.clone(), vec![]).await.err().expect("no token");
+    assert_eq!((refused.status, refused.body["error"]["code"].as_str()), (401, Some("unauthorized")));
+    let bob = token("bob", "stream");
+    let refused = open(format!("{path}?token={bob}"), vec![]).await.err().expect("not bob's");
+    assert_eq!(refused.status, 404);
+    let publisher = token("alice", "publish");
+    let refused = open(format!("{path}?token={publisher}"), vec![]).await.err().expect("no stream scope");
+    assert_eq!(refused.status, 403);
+    let mut events =
+        open(path.clone(), vec![("authorization", format!("Bearer {alice}"))]).await.expect("header");
+    assert_eq!(events.data().await.1["type"], "snapshot");
+    let short = short_token("alice", Duration::from_secs(2));
+    let mut events = open(format!("{path}?token={short}"), vec![]).await.expect("query token");
+    assert_eq!(events.data().await.1["type"], "snapshot");
+    let started = std::time::Instant::now();
+    assert_eq!(events.close_code().await, Some(4401));
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+}

@@ -2,7 +2,9 @@
 //! reach the table, tickers are added with the keyboard and removed with a click over the open
 //! socket, a deleted session is replaced, a server killed (SIGKILL) or stopped (SIGTERM, 1001)
 //! and restarted is survived without a reload, and a long-hidden tab stops retrying until it is
-//! shown. Needs `chromium` and `chromedriver` (`.ci/run` installs them); fails without them.
+//! shown; quotes show bid/ask and the change versus the previous close, a quiet ticker's row
+//! greys out with its age and a halted one is marked. Needs `chromium` and `chromedriver`
+//! (`.ci/run` installs them); fails without them.
 //!
 //! Every wait polls the DOM with a deadline; nothing sleeps for a fixed time.
 
@@ -233,6 +235,72 @@ async fn price_board_streams_edits_and_recovers_in_a_real_browser() {
         .await;
     assert_eq!(after, json!(["replaced", null, null]), "a replaced page must not reconnect");
 
+    browser.quit().await;
+}
+
+async fn row_status(b: &Browser, ticker: &str, want: &str) {
+    b.wait_for(
+        &format!("{ticker} {want}"),
+        WAIT,
+        "const r = document.querySelector(`tr[data-ticker='${arguments[0]}']`); \
+         return !!r && r.dataset.status === arguments[1]",
+        json!([ticker, want]),
+    )
+    .await;
+}
+
+/// Quotes and statuses on the board: bid/ask and the change versus `prev_close`; a ticker that
+/// stops updating turns stale (greyed, its age shown) and live again on the next price; a halt
+/// marks its row, is never stale, and a resume and the next price clear it.
+#[tokio::test]
+async fn price_board_shows_quotes_and_greys_stale_and_marks_halted_rows() {
+    let node = EdgeNode::serve_on("127.0.0.1:0", &["--no-feed", "--stale-after", "1s"]);
+    let quote = json!([
+        {"ticker": "AAPL", "price": 101.0, "bid": 100.95, "ask": 101.05, "prev_close": 100.0},
+        {"ticker": "MSFT", "price": 200.0},
+    ]);
+    assert_eq!(node.post("/api/v1/prices", quote).await.0, 202);
+    let browser = Browser::start().await;
+    browser.goto(&node.url("/?tickers=AAPL,MSFT")).await;
+    wait_live(&browser).await;
+    wait_price(&browser, "AAPL", "101.00").await;
+    let cells = "const r = document.querySelector(`tr[data-ticker='${arguments[0]}']`); \
+                 return [r.querySelector('td.quote').textContent, r.querySelector('td.change').textContent, \
+                         r.className, r.querySelector('td.age').textContent, \
+                         getComputedStyle(r.querySelector('td.price')).opacity]";
+    let aapl = browser.exec(cells, json!(["AAPL"])).await;
+    assert_eq!(aapl[0], "100.95 / 101.05", "{aapl}");
+    assert!(
+        aapl[1].as_str().unwrap().contains("+1.00") && aapl[1].as_str().unwrap().contains("+1.00%"),
+        "{aapl}"
+    );
+
+    // MSFT halted: marked, and still halted (not stale) long after --stale-after.
+    let (status, body) = node.post("/api/v1/status", json!({"ticker": "MSFT", "status": "halted"})).await;
+    assert_eq!((status.as_u16(), &body["accepted"]), (202, &json!(1)), "{body}");
+    row_status(&browser, "MSFT", "halted").await;
+    let badge = "return document.querySelector(\"tr[data-ticker='MSFT'] .badge\").textContent";
+    assert_eq!(browser.exec(badge, json!([])).await, "HALTED");
+
+    // AAPL went quiet: stale within --stale-after plus the sweep, greyed, with its age.
+    row_status(&browser, "AAPL", "stale").await;
+    let aapl = browser.exec(cells, json!(["AAPL"])).await;
+    assert!(aapl[2].as_str().unwrap().contains("stale"), "{aapl}");
+    assert!(aapl[3].as_str().unwrap().ends_with(" s"), "the age is shown: {aapl}");
+    assert!(aapl[4].as_str().unwrap().parse::<f64>().unwrap() < 0.9, "greyed: {aapl}");
+    let msft = browser.exec(cells, json!(["MSFT"])).await;
+    assert!(!msft[2].as_str().unwrap().contains("stale"), "a halt is never stale: {msft}");
+
+    // A new price: live again; the resume and MSFT's next price clear the halt.
+    assert_eq!(node.post_price("AAPL", 102.0).await, 202);
+    row_status(&browser, "AAPL", "live").await;
+    wait_price(&browser, "AAPL", "102.00").await;
+    let aapl = browser.exec(cells, json!(["AAPL"])).await;
+    assert_eq!(aapl[0], "", "a record is whole: the new one has no book: {aapl}");
+    assert_eq!(node.post("/api/v1/status", json!({"ticker": "MSFT", "status": "resumed"})).await.0, 202);
+    row_status(&browser, "MSFT", "resumed").await;
+    assert_eq!(node.post_price("MSFT", 201.0).await, 202);
+    row_status(&browser, "MSFT", "live").await;
     browser.quit().await;
 }
 

@@ -434,9 +434,10 @@ async fn redis_subscriptions_converge_to_the_wanted_set_under_churn() {
     tracker.wait().await;
 }
 
-/// A client that stops reading behind a gateway: the HTTP/2 stream between gateway and engine
-/// fills its small window and stops, so updates are conflated on the engine (not buffered in
-/// the gateway), and on resuming the client gets every latest price in a few messages.
+/// A client that stops reading behind a gateway: its writer stops asking for events, so the
+/// gateway grants its session nothing more on the engine link and updates are conflated on the
+/// engine (not buffered in the link or the gateway), and on resuming the client gets every
+/// latest price in a few messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_client_behind_a_gateway_is_conflated_on_the_engine() {
     const TICKERS: usize = 1000;
@@ -470,8 +471,9 @@ async fn stalled_client_behind_a_gateway_is_conflated_on_the_engine() {
         let published = metric(&engine.metrics, "tickstream_updates_published_total").await;
         eventually(WAIT, "the engine read every published price", received, |&n| n == published).await;
     };
-    // The buffers between the blocked socket and the engine (stream window, send path) take a
-    // few more rounds; then the engine's stream stops being polled and every update conflates.
+    // The buffers between the blocked socket and the engine (the socket's send path, the one
+    // granted batch) take a round or two; then the engine's stream stops being polled and
+    // every update conflates.
     let conflated = async || metric(&engine.metrics, "tickstream_updates_conflated_total").await;
     let mut whole_rounds = 0;
     for _ in 0..100 {
@@ -497,12 +499,9 @@ async fn stalled_client_behind_a_gateway_is_conflated_on_the_engine() {
     let delivered = async || gateway.counter("tickstream_updates_delivered_total").await;
     let stalled_at = delivered().await;
     read_until_latest(&mut ws, &last).await;
-    // What reaches the client after it resumes is what the buffers held, bounded by bytes: the
-    // blocked write (≤ 1,000 updates), the 32 KiB stream window and hyper's queued and held
-    // chunks (tonic packs up to 32 KiB each; ~26 bytes per update), then the conflated rest
-    // (≤ 1,000): a few thousand updates, not the 60,000 published. (Counted in updates, not
-    // messages: on a busy machine the engine may have sent many small batches before it
-    // stalled, and the window holds as many of them as fit in 32 KiB.)
+    // What reaches the client after it resumes is what the buffers held: the blocked write
+    // (≤ 1,000 updates), at most one granted batch, then the conflated rest (≤ 1,000): a few
+    // thousand updates, not the 60,000 published. (`tests/link.rs` holds the link to ≤ 3,000.)
     let after = delivered().await - stalled_at;
     eprintln!("{after} updates delivered after resuming");
     assert!(after <= 8_000, "{after} updates after resuming: a backlog was queued");

@@ -15,6 +15,7 @@ use std::sync::{Arc, Weak};
 
 use tickstream_api::{
     CloseReason, MonitoringService, ServiceError, SessionId, SessionInfo, StartRequest, Tick, Ticker,
+    TradingStatus,
 };
 use tickstream_broker::{ClusterListener, SessionStore};
 use tokio::sync::Notify;
@@ -153,6 +154,13 @@ impl MonitoringService for SharedEngine {
 
     async fn publish(&self, ticks: Vec<Tick>) -> Result<(), ServiceError> {
         self.inner.engine.publish(ticks).await
+    }
+
+    async fn publish_status(
+        &self,
+        statuses: Vec<(Ticker, TradingStatus)>,
+    ) -> Result<Vec<Ticker>, ServiceError> {
+        self.inner.engine.publish_status(statuses).await
     }
 
     /// Not ready once the local engine is draining: it refuses new and adopted sessions.

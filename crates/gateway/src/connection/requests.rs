@@ -23,9 +23,10 @@ use tickstream_api::{ErrorCode, MonitoringService, SessionId, Ticker, now_ms};
 
 use crate::auth::StreamAuth;
 use crate::close::{CloseCode, Ending};
+use crate::encoding::{Reply, binary};
 use crate::protocol::{self, ClientMessage, ProtocolError};
 
-/// One client text message, parsed.
+/// One client message (a JSON text frame, or a binary frame of the binary subprotocol), parsed.
 #[derive(Debug)]
 pub(super) enum Request {
     /// An app `ping`: answered with a `pong` stamped when it is answered.
@@ -40,7 +41,16 @@ pub(super) enum Request {
 
 impl Request {
     pub(super) fn parse(text: &str) -> Self {
-        match protocol::parse_client(text) {
+        Self::from(protocol::parse_client(text))
+    }
+
+    /// A binary frame of `tickstream.v1.proto` (a `WsClientMessage`).
+    pub(super) fn parse_binary(bytes: &[u8]) -> Self {
+        Self::from(binary::parse_client(bytes))
+    }
+
+    fn from(parsed: Result<ClientMessage, ProtocolError>) -> Self {
+        match parsed {
             Ok(ClientMessage::Ping) => Self::Ping,
             Ok(ClientMessage::Subscribe(add)) => Self::Change { add, remove: Vec::new() },
             Ok(ClientMessage::Unsubscribe(remove)) => Self::Change { add: Vec::new(), remove },
@@ -51,7 +61,7 @@ impl Request {
 }
 
 /// The in-flight ticker change: resolves to its reply.
-type InFlight<'a> = Pin<Box<dyn Future<Output = String> + Send + 'a>>;
+type InFlight<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
 
 /// At most one ticker change in flight, and the requests that arrived after it.
 pub(super) struct Requests<'a, S> {
@@ -95,7 +105,7 @@ impl<'a, S: MonitoringService> Requests<'a, S> {
     /// [`CloseCode::PolicyViolation`] (1008, "too many messages") when `bound` requests already
     /// wait: the client sends faster than its requests are answered. Closing, rather than
     /// answering an `error` at once, keeps the replies that were sent in order.
-    pub(super) fn submit(&mut self, request: Request) -> Result<Option<String>, Ending> {
+    pub(super) fn submit(&mut self, request: Request) -> Result<Option<Reply>, Ending> {
         if self.busy() {
             if self.waiting.len() >= self.bound {
                 return Err(Ending::Server(CloseCode::PolicyViolation));
@@ -112,7 +122,7 @@ impl<'a, S: MonitoringService> Requests<'a, S> {
     /// Cancel-safe, as a `select!` branch must be: the change future lives in `self`, so a turn
     /// that another branch wins loses nothing, and a waiting request is taken off the queue only
     /// when its reply is returned at once or its change is stored in flight.
-    pub(super) async fn next_reply(&mut self) -> String {
+    pub(super) async fn next_reply(&mut self) -> Reply {
         loop {
             if let Some(change) = &mut self.in_flight {
                 let reply = change.await;
@@ -134,28 +144,28 @@ impl<'a, S: MonitoringService> Requests<'a, S> {
     }
 
     /// Answers a request that needs no call, or puts its change in flight.
-    fn begin(&mut self, request: Request) -> Option<String> {
+    fn begin(&mut self, request: Request) -> Option<Reply> {
         match request {
-            Request::Ping => Some(protocol::pong(now_ms())),
-            Request::Refused(e) => Some(protocol::error(e.code, &e.message)),
+            Request::Ping => Some(Reply::Pong(now_ms())),
+            Request::Refused(e) => Some(Reply::Error(e.code, e.message)),
             Request::Auth(token) => Some(match self.auth {
-                None => protocol::error(ErrorCode::Unauthorized, "this server does not use tokens"),
+                None => Reply::Error(ErrorCode::Unauthorized, "this server does not use tokens".into()),
                 Some(auth) => match auth.refresh(&token) {
                     Ok(expires_at) => {
                         self.extended = Some(expires_at);
                         let ms = expires_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-                        protocol::authenticated(ms)
+                        Reply::Authenticated(ms)
                     }
                     // The old deadline stands: the client may try again before it.
-                    Err(e) => protocol::error(ErrorCode::Unauthorized, &e.to_string()),
+                    Err(e) => Reply::Error(ErrorCode::Unauthorized, e.to_string()),
                 },
             }),
             Request::Change { add, remove } => {
                 let (service, session) = (self.service, self.session);
                 self.in_flight = Some(Box::pin(async move {
                     match service.update_tickers(session, add, remove).await {
-                        Ok(all) => protocol::subscribed(&all),
-                        Err(e) => protocol::error(e.code(), &e.to_string()),
+                        Ok(all) => Reply::Subscribed(all),
+                        Err(e) => Reply::Error(e.code(), e.to_string()),
                     }
                 }));
                 None

@@ -118,6 +118,7 @@ async fn harness_on<S: MonitoringService>(
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
         auth: None,
+        encoding: crate::encoding::Encoding::Json,
     };
     let task = tokio::spawn(async move {
         let (mut transport, mut updates) = (ChannelTransport { inbound, outbound }, updates);

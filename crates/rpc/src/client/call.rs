@@ -9,14 +9,13 @@
 
 use std::time::Duration;
 
-use tickstream_api::{ServiceError, SessionId};
-use tonic::codec::Streaming;
+use tickstream_api::{ServiceError, SessionEvent, SessionId};
 use tonic::{Request, Response, Status};
 
+use super::link::Attachment;
 use super::placement::session_hash;
 use super::{Client, Inner};
 use crate::convert::{from_status, is_transport};
-use crate::pb;
 
 /// Why no engine gave an answer that settles a call, by what the caller can do.
 #[derive(Debug, thiserror::Error)]
@@ -104,25 +103,29 @@ impl Inner {
         self.first_taker(order, key, |_| false, Retry::NotAfterTimeout, f).await.map(|(_, answer)| answer)
     }
 
-    /// Opens a session's stream on the first engine of its order that takes it (`last`, the
-    /// engine that just failed, is tried last). Besides transport failures, an engine that is
-    /// full or cannot serve now (draining, its Redis away) passes the session on: another may
-    /// take it.
+    /// Attaches a session's stream on the first engine of its order that takes it (`last`, the
+    /// engine that just failed, is tried last), over that engine's link; the attach is taken
+    /// when its first event (the snapshot) arrives, which is returned with it. Besides
+    /// transport failures, an engine that is full or cannot serve now (draining, its Redis
+    /// away) passes the session on: another may take it.
     pub(super) async fn open(
         &self,
         id: SessionId,
         last: Option<usize>,
-    ) -> Result<(usize, Streaming<pb::PriceUpdate>), CallError> {
+    ) -> Result<(usize, Attachment, SessionEvent), CallError> {
         let passes_on =
             |e: &ServiceError| matches!(e, ServiceError::SessionLimit { .. } | ServiceError::Unavailable(_));
-        // No deadline on the request itself: the stream lives as long as its socket. Only
-        // getting the answer is bounded (by `call_timeout`, in `first_taker`).
-        let retry = Retry::AfterTimeout;
-        self.first_taker(self.order_for(id, last), session_hash(id), passes_on, retry, |mut c| async move {
-            c.stream_price_updates(Request::new(pb::StreamPriceUpdatesRequest { session_id: id.to_string() }))
-                .await
-        })
-        .await
+        let key = session_hash(id);
+        // Only the attach is bounded (by `call_timeout`, in `first_taker_at`); the stream lives
+        // as long as its socket. An attach that times out is dropped, which detaches it.
+        let attach = |idx| async move {
+            let attached = self.attach(idx, key, id);
+            let first = attached.recv().await?;
+            Ok(Response::new((attached, first)))
+        };
+        let (idx, (attached, first)) =
+            self.first_taker_at(self.order_for(id, last), passes_on, Retry::AfterTimeout, attach).await?;
+        Ok((idx, attached, first))
     }
 
     /// Tries `f` on each engine of `order` within `call_timeout` each: the first answer wins,
@@ -140,9 +143,24 @@ impl Inner {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
     {
+        self.first_taker_at(order, passes_on, retry, |idx| f(self.client(idx, key))).await
+    }
+
+    /// [`Inner::first_taker`] with `f` given the engine's index rather than a client of it.
+    async fn first_taker_at<T, F, Fut>(
+        &self,
+        order: Vec<usize>,
+        passes_on: impl Fn(&ServiceError) -> bool,
+        retry: Retry,
+        f: F,
+    ) -> Result<(usize, T), CallError>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = Result<Response<T>, Status>>,
+    {
         let mut last = CallError::NoEngine;
         for idx in order {
-            match tokio::time::timeout(self.config.call_timeout, f(self.client(idx, key))).await {
+            match tokio::time::timeout(self.config.call_timeout, f(idx)).await {
                 Ok(Ok(resp)) => {
                     self.mark(idx, true);
                     return Ok((idx, resp.into_inner()));

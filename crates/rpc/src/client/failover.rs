@@ -1,6 +1,11 @@
-//! A session's update stream that survives its engine: when the engine fails or drains, the
-//! stream reopens on another engine of the session's order (with jittered backoff), and only
-//! when none takes it within `failover_timeout` does it end with `Unavailable` (1013).
+//! A session's update stream that survives its engine: when the engine fails or drains (its
+//! link fails, or the session is closed with "shutting down"), the stream re-attaches on
+//! another engine of the session's order (with jittered backoff), and only when none takes it
+//! within `failover_timeout` does it end with `Unavailable` (1013).
+//!
+//! The stream is pulled: each time its consumer (the socket's writer) asks for the next event,
+//! it grants the engine one event on the link, so whatever changes while a write is in flight
+//! conflates on the engine.
 //!
 //! It also keeps [`Routes`], which engine streams each session, so that ticker changes (in
 //! [`super`]) reach the engine that can add their snapshot to the stream. Opening goes through
@@ -17,12 +22,10 @@ use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
 use tickstream_api::{Backoff, CloseReason, SessionEvent, SessionId};
 use tokio::time::Instant;
-use tonic::codec::Streaming;
 
 use super::Inner;
 use super::call::CallError;
-use crate::convert::event_in;
-use crate::pb;
+use super::link::Attachment;
 
 /// Which engine each open stream is on. The token tells a stream's own entry from a newer
 /// stream's (of the same session, e.g. after a reconnect through this gateway).
@@ -57,10 +60,11 @@ impl Routes {
 
 /// Opens `id`'s stream on the first engine that takes it and follows it across engines.
 pub(super) async fn follow(inner: &Arc<Inner>, id: SessionId) -> Result<RemoteUpdates, CallError> {
-    let (engine, stream) = inner.open(id, None).await?;
+    let (engine, link, first) = inner.open(id, None).await?;
     let token = inner.routes.token();
     inner.routes.set(id, token, engine);
-    let state = Following { inner: Arc::clone(inner), id, token, engine, stream, done: false };
+    let state =
+        Following { inner: Arc::clone(inner), id, token, engine, link, first: Some(first), done: false };
     let events = futures::stream::unfold(state, Following::next);
     Ok(RemoteUpdates { events: Box::pin(events), inner: Arc::clone(inner), id, token })
 }
@@ -99,7 +103,9 @@ struct Following {
     id: SessionId,
     token: u64,
     engine: usize,
-    stream: Streaming<pb::PriceUpdate>,
+    link: Attachment,
+    /// The event the attach was taken with, not yet handed out.
+    first: Option<SessionEvent>,
     done: bool,
 }
 
@@ -110,27 +116,39 @@ impl Following {
             return None;
         }
         loop {
-            if let Ok(Some(update)) = self.stream.message().await {
-                match event_in(update) {
-                    // The engine is draining: its sessions live on elsewhere.
-                    Some(SessionEvent::Closed(CloseReason::ShuttingDown)) => {}
-                    Some(ev @ SessionEvent::Closed(_)) => {
-                        self.done = true;
-                        return Some((ev, self));
-                    }
-                    Some(ev) => return Some((ev, self)),
-                    None => continue,
+            let event = match self.first.take() {
+                Some(first) => Ok(first),
+                None => {
+                    // Asked for the next event: the socket is ready for it.
+                    self.link.grant();
+                    self.link.recv().await
                 }
+            };
+            match event {
+                // The engine is draining: its sessions live on elsewhere.
+                Ok(SessionEvent::Closed(CloseReason::ShuttingDown)) => {}
+                Ok(ev @ SessionEvent::Closed(_)) => {
+                    self.done = true;
+                    return Some((ev, self));
+                }
+                // Every entry was malformed (dropped by `link::event_in`): nothing to write;
+                // ask for the next one.
+                Ok(SessionEvent::Prices(t)) if t.is_empty() => continue,
+                Ok(ev) => return Some((ev, self)),
+                Err(_) => {}
             }
-            // Draining, ended without `closed`, or failed: either way the engine is gone.
+            // Draining or its link failed: either way the engine is gone.
             self.inner.mark(self.engine, false);
             self.inner.metrics.engine_failovers.inc();
-            match reopen(&self.inner, self.id, self.engine).await {
-                Ok((engine, stream)) => {
+            // Boxed: the failover path is rare, and inline its state would make every session's
+            // stream as large as the whole attach-with-retries future.
+            match Box::pin(reopen(&self.inner, self.id, self.engine)).await {
+                Ok((engine, link, first)) => {
                     tracing::info!(session = %tickstream_auth::fingerprint(self.id.to_string()), from = %self.inner.engines[self.engine].uri,
                         to = %self.inner.engines[engine].uri, "stream moved to another engine");
                     self.engine = engine;
-                    self.stream = stream;
+                    self.link = link;
+                    self.first = Some(first);
                     self.inner.routes.set(self.id, self.token, engine);
                 }
                 Err(e) => {
@@ -153,7 +171,7 @@ async fn reopen(
     inner: &Inner,
     id: SessionId,
     failed: usize,
-) -> Result<(usize, Streaming<pb::PriceUpdate>), CallError> {
+) -> Result<(usize, Attachment, SessionEvent), CallError> {
     let deadline = Instant::now() + inner.config.failover_timeout;
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
     loop {
@@ -244,6 +262,30 @@ mod tests {
         assert_eq!(closed(&mut updates).await, CloseReason::SessionEnded);
         assert_eq!(metrics.engine_failovers.get(), 1);
         drop((remote, updates));
+        stop.cancel();
+    }
+
+    /// Every socket holds its stream's pending `next`: it stays small (the attach and failover
+    /// futures are boxed away), which is part of the memory per socket behind a gateway.
+    #[tokio::test]
+    async fn a_followed_stream_is_small() {
+        let (cut, stop) = (CancellationToken::new(), CancellationToken::new());
+        let (remote, _metrics, _engine, id, updates) = streaming_session(&cut, &stop).await;
+        drop(updates);
+        let (engine, link, first) = remote.inner.open(id, None).await.expect("attached");
+        let state = Following {
+            inner: Arc::clone(&remote.inner),
+            id,
+            token: 0,
+            engine,
+            link,
+            first: Some(first),
+            done: false,
+        };
+        let next = state.next();
+        let size = std::mem::size_of_val(&next);
+        assert!(size <= 512, "a pending next() is {size} bytes");
+        drop(next);
         stop.cancel();
     }
 

@@ -1,5 +1,8 @@
 //! The gateway side: a [`MonitoringService`] backed by remote engines, with failover.
 //!
+//! - **Links** ([`link`]). Streams travel over the engine link: a few long-lived `Link` calls
+//!   per engine (one per connection, `connections_per_engine`), each carrying many sessions,
+//!   with one event granted at a time per session so conflation stays on the engine.
 //! - **Placement** ([`placement`]). A session's stream goes to the first reachable engine in a
 //!   rendezvous-hash order of its id, the same order on every gateway: a client reconnecting
 //!   through another gateway lands on the same engine, and losing an engine moves only its
@@ -22,6 +25,7 @@
 
 mod call;
 mod failover;
+mod link;
 mod placement;
 mod probe;
 #[cfg(test)]
@@ -49,7 +53,10 @@ use placement::session_hash;
 
 type Client = RealTimePriceMonitoringServiceClient<InterceptedService<Channel, AttachToken>>;
 
-const STREAM_WINDOW: u32 = 32 * 1024;
+/// A link carries many sessions, and its reader never waits on a socket (a session holds at
+/// most the one event it was granted), so its window only has to keep a busy link from
+/// stalling: what crosses it is bounded by the grants, not by the window.
+const STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 
 /// Settings of [`RemoteEngine`].
@@ -57,8 +64,8 @@ const CONNECTION_WINDOW: u32 = 64 * 1024 * 1024;
 pub struct RemoteConfig {
     /// Engine URIs, e.g. `http://127.0.0.1:50051`.
     pub engines: Vec<String>,
-    /// HTTP/2 connections per engine; streams are spread over them by session id, so one
-    /// connection's stream limit and flow-control window are not shared by every socket.
+    /// HTTP/2 connections per engine, each with one engine link; sessions are spread over the
+    /// links by session id, so one link's reader and connection are not shared by every socket.
     pub connections_per_engine: usize,
     /// Deadline of each unary call and of opening a stream.
     pub call_timeout: Duration,
@@ -131,6 +138,8 @@ struct Inner {
 struct EngineLink {
     uri: String,
     channels: Vec<Client>,
+    /// One engine link per channel, opened while it carries a session.
+    links: Vec<Arc<link::LinkSlot>>,
     up: AtomicBool,
     /// It answered `Unauthenticated` last (logged once, see `probe::refused`).
     refused: AtomicBool,
@@ -161,16 +170,14 @@ impl RemoteEngine {
             let endpoint = secure(endpoint, uri, &config.security)?
                 .connect_timeout(config.connect_timeout)
                 .tcp_nodelay(true)
-                // A small per-stream window keeps conflation on the engine: a socket that stops
-                // reading stops its stream after 32 KiB instead of letting HTTP/2 buffer megabytes
-                // of stale batches here. The connection window is large so a few stalled streams
-                // cannot block the others sharing the connection.
+                // Conflation is kept on the engine by the link's grants, not by HTTP/2 windows:
+                // the windows are large so a busy link never waits for a window update.
                 .initial_stream_window_size(STREAM_WINDOW)
                 .initial_connection_window_size(CONNECTION_WINDOW)
                 .http2_keep_alive_interval(config.keepalive_interval)
                 .keep_alive_timeout(config.keepalive_timeout)
                 .keep_alive_while_idle(true);
-            let channels = (0..config.connections_per_engine.max(1))
+            let channels: Vec<Client> = (0..config.connections_per_engine.max(1))
                 .map(|_| {
                     Client::new(InterceptedService::new(
                         endpoint.connect_lazy(),
@@ -180,6 +187,7 @@ impl RemoteEngine {
                 .collect();
             engines.push(EngineLink {
                 uri: uri.clone(),
+                links: channels.iter().map(|_| Arc::default()).collect(),
                 channels,
                 up: AtomicBool::new(false),
                 refused: AtomicBool::new(false),
@@ -225,6 +233,14 @@ impl Inner {
     fn client(&self, idx: usize, key: u64) -> Client {
         let channels = &self.engines[idx].channels;
         channels[placement::connection(key, channels.len())].clone()
+    }
+
+    /// Attaches session `id` on engine `idx`, on the link its `key` picks (the same connection
+    /// its unary calls use).
+    fn attach(&self, idx: usize, key: u64, id: SessionId) -> link::Attachment {
+        let engine = &self.engines[idx];
+        let at = placement::connection(key, engine.channels.len());
+        engine.links[at].attach(&engine.channels[at], id, &self.metrics)
     }
 }
 

@@ -145,9 +145,13 @@ pub(super) fn toml_value(arg: &Arg, raw: &[String]) -> String {
     }
 }
 
-/// `scheme://user:password@host…` with the password replaced by `<redacted>`; anything else
-/// unchanged.
+/// `scheme://user:password@host…` with the password replaced by `<redacted>`, in each item of
+/// a comma-separated list (`--redis` shards); anything else unchanged.
 pub fn redact_url(value: &str) -> String {
+    value.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(value: &str) -> String {
     let Some((scheme, rest)) = value.split_once("://") else { return value.to_owned() };
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     let Some(at) = authority.rfind('@') else { return value.to_owned() };

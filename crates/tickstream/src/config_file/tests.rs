@@ -131,6 +131,10 @@ fn secrets_and_url_passwords_are_redacted() {
     assert_eq!(redact_url("redis://:hunter2@redis:6379/0"), "redis://:<redacted>@redis:6379/0");
     assert_eq!(redact_url("rediss://app:hunter2@r:6380"), "rediss://app:<redacted>@r:6380");
     assert_eq!(redact_url("redis://redis:6379"), "redis://redis:6379");
+    assert_eq!(
+        redact_url("redis://:pw1@a:1,redis://u:pw2@b:2"),
+        "redis://:<redacted>@a:1,redis://u:<redacted>@b:2"
+    );
     assert_eq!(redact_url("http://a:50051/x@y"), "http://a:50051/x@y");
     for name in ["jwt-secret", "admin-token", "redis-password", "tls-key-file"] {
         let arg = Arg::new("x").long(name);

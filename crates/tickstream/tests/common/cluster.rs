@@ -222,6 +222,11 @@ pub struct EngineNode {
 
 impl EngineNode {
     pub fn start(redis: &Redis, extra: &[&str]) -> Self {
+        Self::start_on(&redis.url, extra)
+    }
+
+    /// An engine on `redis`, a `--redis` value (several comma-separated URLs: shards).
+    pub fn start_on(redis: &str, extra: &[&str]) -> Self {
         let mut args = vec![
             "engine",
             "--grpc-listen",
@@ -229,7 +234,7 @@ impl EngineNode {
             "--metrics-listen",
             "127.0.0.1:0",
             "--redis",
-            &redis.url,
+            redis,
         ];
         args.extend_from_slice(extra);
         let node = Node::spawn(&args, 2);

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod cluster;
 pub mod eventually;
+pub mod sse;
 pub mod stalled;
 pub mod webdriver;
 

@@ -1,0 +1,279 @@
+//! One Redis shard of a node: its connections, its subscription state and its price record.
+//!
+//! A node has one [`Shared`] per `--redis` URL. Each has its own client, command connection,
+//! Pub/Sub subscriber task (`subscriber.rs`), reconciliation state (`reconcile.rs`) and price
+//! record (`prices.rs`), so losing one shard touches nothing of the others. The first shard is
+//! the *home* shard: it alone subscribes the control channel and carries the session records
+//! (`store.rs`). `broker.rs` routes each ticker to its shard ([`crate::shards`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+use rand::Rng;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tickstream_api::{SharedTick, Ticker};
+use tickstream_broker::{BrokerError, ClusterListener};
+use tickstream_telemetry::Metrics;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::config::{BACKOFF_MAX, BATCH, MAX_SYMBOL_SCAN, RedisConfig, SUBSCRIBE_WAIT};
+use crate::fanout::Fanout;
+use crate::prices::Held;
+use crate::reconcile::{Plan, Subscriptions};
+use crate::{keys, wire};
+
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> BrokerError {
+    BrokerError::Unavailable(format!("redis: {e}"))
+}
+
+/// A random id for this node's control messages, so it ignores its own.
+pub(crate) fn node_id() -> String {
+    format!("{:016x}", rand::rng().random::<u64>())
+}
+
+/// The state of one shard, shared by the broker handle, the shard's subscriber task and the
+/// session store (home shard).
+pub(crate) struct Shared {
+    /// Position in `--redis` (the `shard` label of the per-shard metrics).
+    pub index: usize,
+    label: String,
+    pub url: String,
+    pub client: redis::Client,
+    pub commands: ConnectionManager,
+    /// Identifies this node's control messages, so it ignores its own (the same on every shard).
+    pub node: String,
+    /// The node's fan-out workers (one pool for every shard).
+    pub fanout: Arc<Fanout>,
+    /// Set on the home shard only: control messages and session re-writes after a reconnect.
+    pub listener: OnceLock<Arc<dyn ClusterListener>>,
+    subs: Mutex<Subscriptions>,
+    /// Wakes the subscriber task when what is wanted changed.
+    pub changed: Notify,
+    /// The Pub/Sub connection is up (connected, control channel subscribed on the home shard).
+    subscriber_connected: AtomicBool,
+    /// Bumped whenever the confirmed set grows; snapshot reads wait on it.
+    confirmed: watch::Sender<u64>,
+    /// The latest prices this shard published or was delivered, bounded (see `prices.rs`).
+    pub held: Mutex<Held>,
+    pub config: RedisConfig,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    /// The state of shard `index` (`url`), connecting lazily.
+    ///
+    /// # Errors
+    /// A malformed URL.
+    pub fn new(
+        index: usize,
+        url: &str,
+        node: String,
+        config: &RedisConfig,
+        fanout: Arc<Fanout>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, BrokerError> {
+        let opened = match &config.tls {
+            Some(tls) => redis::Client::build_with_tls(url, tls.certificates()),
+            None => redis::Client::open(url),
+        };
+        // The URL may hold a password: only its redacted form goes into the message.
+        let client = opened.map_err(|e| {
+            BrokerError::Unavailable(format!("invalid Redis URL {:?}: {e}", crate::redact_url(url)))
+        })?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.command_timeout))
+            .set_response_timeout(Some(config.command_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(BACKOFF_MAX);
+        let commands =
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config).map_err(unavailable)?;
+        let label = index.to_string();
+        // Every shard's series exist from the start, so dashboards see a shard that never came up.
+        metrics.redis_shard_up.with_label_values(&[&label]).set(0);
+        metrics.redis_shard_subscriptions.with_label_values(&[&label]).set(0);
+        metrics.redis_shard_messages.with_label_values(&[&label]).inc_by(0);
+        metrics.redis_shard_reconnects.with_label_values(&[&label]).inc_by(0);
+        Ok(Self {
+            index,
+            label,
+            url: url.to_owned(),
+            client,
+            commands,
+            node,
+            fanout,
+            listener: OnceLock::new(),
+            subs: Mutex::default(),
+            changed: Notify::new(),
+            subscriber_connected: AtomicBool::new(false),
+            confirmed: watch::Sender::new(0),
+            held: Mutex::default(),
+            config: config.clone(),
+            metrics,
+        })
+    }
+
+    /// The home shard holds the session records and the control channel.
+    pub fn is_home(&self) -> bool {
+        self.index == 0
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub fn conn(&self) -> ConnectionManager {
+        self.commands.clone()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.subscriber_connected.load(Ordering::Relaxed)
+    }
+
+    /// Sets this shard's subscription gauge to `active`, and the node total by the difference
+    /// (called under the `subs` lock, so the shard's own reads and writes do not interleave).
+    fn set_active(&self, active: usize) {
+        let gauge = self.metrics.redis_shard_subscriptions.with_label_values(&[&self.label]);
+        let active = i64::try_from(active).unwrap_or(i64::MAX);
+        let before = gauge.get();
+        gauge.set(active);
+        self.metrics.broker_subscriptions.add(active - before);
+    }
+
+    /// Takes the subscription plan for now (see `reconcile.rs`) and updates the gauges.
+    pub fn plan(&self) -> Plan {
+        let mut subs = self.subs.lock();
+        let plan = subs.next_plan(Instant::now(), self.config.unsubscribe_linger);
+        self.set_active(subs.active_len());
+        plan
+    }
+
+    /// Redis confirmed these subscriptions.
+    pub fn confirmed(&self, tickers: &[Ticker]) {
+        let mut subs = self.subs.lock();
+        subs.confirm(tickers);
+        self.set_active(subs.active_len());
+        drop(subs);
+        self.confirmed.send_modify(|n| *n += 1);
+    }
+
+    /// The Pub/Sub connection is up.
+    pub fn connected(&self, reconnected: bool) {
+        self.subscriber_connected.store(true, Ordering::Relaxed);
+        self.metrics.redis_shard_up.with_label_values(&[&self.label]).set(1);
+        if reconnected {
+            self.metrics.redis_shard_reconnects.with_label_values(&[&self.label]).inc();
+        }
+    }
+
+    /// The Pub/Sub connection is gone, and every subscription with it.
+    pub fn connection_lost(&self) {
+        self.subscriber_connected.store(false, Ordering::Relaxed);
+        self.metrics.redis_shard_up.with_label_values(&[&self.label]).set(0);
+        let mut subs = self.subs.lock();
+        subs.connection_lost();
+        self.set_active(0);
+    }
+
+    pub fn want(&self, ticker: Ticker) {
+        self.subs.lock().want(ticker);
+        // Always: the task decides what (if anything) to send; `Notify` coalesces wake-ups.
+        self.changed.notify_one();
+    }
+
+    pub fn unwant(&self, ticker: Ticker) {
+        self.subs.lock().unwant(ticker, Instant::now(), self.config.unsubscribe_linger);
+        self.changed.notify_one();
+    }
+
+    pub fn is_wanted(&self, ticker: &Ticker) -> bool {
+        self.subs.lock().is_wanted(ticker)
+    }
+
+    pub fn wanted(&self) -> Vec<Ticker> {
+        self.subs.lock().wanted()
+    }
+
+    pub fn wanted_len(&self) -> usize {
+        self.subs.lock().wanted_len()
+    }
+
+    pub fn active_len(&self) -> usize {
+        self.subs.lock().active_len()
+    }
+
+    /// Symbols in the shard's price record (bounded by `max_symbols`).
+    pub fn held_symbols(&self) -> usize {
+        self.held.lock().len()
+    }
+
+    /// Waits (bounded) until Redis confirmed this shard's subscription to every wanted ticker in
+    /// `tickers`, so a price published after the cache read is delivered.
+    async fn wait_subscribed(&self, tickers: &[Ticker]) {
+        let mut confirmed = self.confirmed.subscribe();
+        let deadline = Instant::now() + SUBSCRIBE_WAIT;
+        loop {
+            if self.subs.lock().covers(tickers) {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, confirmed.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// The cached prices of `tickers` (all of this shard), once they are subscribed.
+    pub async fn last_values(&self, tickers: &[Ticker]) -> Vec<SharedTick> {
+        self.wait_subscribed(tickers).await;
+        let fields: Vec<&str> = tickers.iter().map(Ticker::as_str).collect();
+        let values: Result<Vec<Option<Vec<u8>>>, _> =
+            redis::cmd("HMGET").arg(keys::LAST_VALUES).arg(&fields).query_async(&mut self.conn()).await;
+        match values {
+            Ok(values) => tickers
+                .iter()
+                .zip(values)
+                .filter_map(|(&t, v)| {
+                    wire::decode_cached_price(t, v.as_deref()?, &self.config.bounds).map(Arc::new)
+                })
+                .collect(),
+            Err(e) => {
+                // The snapshot is partial; live prices fill it as soon as the shard is back.
+                tracing::warn!(shard = self.index, error = %e, "redis: cannot read the last-value cache");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The symbols of this shard's last-value cache (at most `MAX_SYMBOL_SCAN` read).
+    pub async fn symbols(&self) -> Vec<Ticker> {
+        let mut conn = self.conn();
+        let mut all: Vec<Ticker> = Vec::new();
+        let mut cursor: u64 = 0;
+        let mut scanned = 0;
+        // HSCAN in pages rather than HKEYS: one huge reply would stall Redis and this node.
+        loop {
+            let page: Result<(u64, Vec<Vec<u8>>), _> = redis::cmd("HSCAN")
+                .arg(keys::LAST_VALUES)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(&mut conn)
+                .await;
+            let Ok((next, flat)) = page else { break };
+            // HSCAN returns field, value, field, value…
+            for field in flat.iter().step_by(2) {
+                if let Some(t) = std::str::from_utf8(field).ok().and_then(|f| Ticker::parse(f).ok()) {
+                    all.push(t);
+                }
+            }
+            scanned += flat.len() / 2;
+            cursor = next;
+            if cursor == 0 || scanned >= MAX_SYMBOL_SCAN {
+                break;
+            }
+        }
+        all
+    }
+}
