@@ -182,8 +182,9 @@ pub(crate) fn unavailable(e: BrokerError) -> ServiceError {
 }
 
 #[cfg(test)]
-mod status_tests;
 mod coalesce_tests;
+#[cfg(test)]
+mod status_tests;
 #[cfg(test)]
 mod symbol_tests;
 #[cfg(test)]

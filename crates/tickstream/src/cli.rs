@@ -151,6 +151,7 @@ pub struct SessionOpts {
     pub max_symbols: usize,
     #[command(flatten)]
     pub status: crate::status_opts::StatusOpts,
+    #[command(flatten)]
     pub coalesce: CoalesceOpts,
 }
 
