@@ -494,7 +494,13 @@ async fn stalled_client_behind_a_gateway_is_conflated_on_the_engine() {
     }
     settle().await;
     let conflated = conflated().await - conflated_before;
-    assert_eq!(conflated, 60_000, "the engine conflated {conflated} of 60,000 while the client was stalled");
+    // Every update of the stall conflates on the engine, except what one more granted write
+    // takes: the kernel may still grow a stalled socket's buffers (receive autotuning), so a
+    // write can complete mid-stall and pull one batch. Without conflation this would be ~0.
+    assert!(
+        conflated >= 60_000 - 2 * TICKERS as i64,
+        "the engine conflated only {conflated} of 60,000 while the client was stalled"
+    );
 
     let delivered = async || gateway.counter("tickstream_updates_delivered_total").await;
     let stalled_at = delivered().await;

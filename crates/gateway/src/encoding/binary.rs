@@ -129,7 +129,7 @@ pub fn status_message(seq: u64, statuses: &[SharedStatus]) -> Bytes {
 const HEADER_ROOM: usize = 11;
 
 /// `WsServerMessage { snapshot | prices: WsData { seq, prices } }` in one pass over the ticks:
-/// the body is written after [`HEADER_ROOM`] bytes, the header right-aligned into them, and
+/// the body is written after `HEADER_ROOM` (11) bytes, the header right-aligned into them, and
 /// the result is a slice of the one buffer (no copy).
 pub fn data_message(kind: DataKind, seq: u64, ticks: &[SharedTick]) -> Bytes {
     let tag = match kind {
