@@ -193,6 +193,23 @@ pub(crate) fn statuses_in(list: &pb::Statuses) -> Vec<SharedStatus> {
     list.statuses.iter().filter_map(one).collect()
 }
 
+/// A producer's status for `PublishStatus` (`ts_ms` is the engine's to stamp).
+pub(crate) fn trading_out(ticker: Ticker, status: TradingStatus) -> pb::StatusChange {
+    let status = status_out(status.into()) as i32;
+    pb::StatusChange { ticker: ticker.as_str().to_owned(), status, ts_ms: 0 }
+}
+
+/// A producer's status off the wire: a valid ticker (`invalid_ticker`) and `HALTED` or `RESUMED`
+/// (`invalid_status`), as for a price's status.
+pub(crate) fn trading_in(s: &pb::StatusChange) -> Result<(Ticker, TradingStatus), Status> {
+    let ticker = Ticker::parse(&s.ticker).map_err(|e| invalid(ErrorCode::InvalidTicker, e.to_string()))?;
+    match status_in(s.status) {
+        Some(TickerStatus::Halted) => Ok((ticker, TradingStatus::Halted)),
+        Some(TickerStatus::Resumed) => Ok((ticker, TradingStatus::Resumed)),
+        _ => Err(invalid(ErrorCode::InvalidStatus, "a status is HALTED or RESUMED")),
+    }
+}
+
 fn state_out(s: SessionState) -> pb::SessionState {
     match s {
         SessionState::Pending => pb::SessionState::Pending,

@@ -16,7 +16,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{
-    event_out, invalid, parse_id, parse_tickers, price_in, session_out, tickers_out, to_status,
+    event_out, invalid, parse_id, parse_tickers, price_in, session_out, tickers_out, to_status, trading_in,
 };
 use crate::link::serve::LinkStream;
 use crate::pb;
@@ -182,6 +182,20 @@ impl<S: MonitoringService> RealTimePriceMonitoringService for EngineService<S> {
         let accepted = ticks.len() as u32;
         self.service.publish(ticks).await.map_err(to_status)?;
         Ok(Response::new(pb::PublishPricesResponse { accepted }))
+    }
+
+    async fn publish_status(
+        &self,
+        req: Request<pb::PublishStatusRequest>,
+    ) -> Result<Response<pb::PublishStatusResponse>, Status> {
+        let req = req.into_inner();
+        if req.statuses.is_empty() {
+            return Err(invalid(ErrorCode::InvalidRequest, "no statuses in the request"));
+        }
+        // Validated whole first, as a price batch is: nothing is published from a bad request.
+        let statuses = req.statuses.iter().map(trading_in).collect::<Result<Vec<_>, _>>()?;
+        let no_price = self.service.publish_status(statuses).await.map_err(to_status)?;
+        Ok(Response::new(pb::PublishStatusResponse { no_price: tickers_out(&no_price) }))
     }
 
     async fn list_tickers(

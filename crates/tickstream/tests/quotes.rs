@@ -187,7 +187,8 @@ async fn halts_and_quotes_cross_nodes_through_redis() {
 }
 
 /// Through the gRPC link (gateway → engine): a quote published on the gateway and a halt
-/// published on Redis reach the gateway's socket unchanged.
+/// published on Redis reach the gateway's socket unchanged, and so do a resume and a halt
+/// `POST`ed to the gateway (`PublishStatus`).
 #[tokio::test]
 async fn quotes_and_statuses_cross_the_grpc_link() {
     let redis = Redis::start().await;
@@ -203,4 +204,20 @@ async fn quotes_and_statuses_cross_the_grpc_link() {
     redis.publish("G", &halted.to_string()).await;
     assert_eq!(status_of(&mut ws, "G").await, "halted");
     assert_eq!(until(&mut ws, "prices", "G").await, halted);
+    let (status, body) = gw
+        .post(
+            "/api/v1/status",
+            json!([{"ticker": "G", "status": "resumed"}, {"ticker": "NONE", "status": "halted"}]),
+        )
+        .await;
+    assert_eq!((status, &body), (StatusCode::ACCEPTED, &json!({"accepted": 1, "no_price": ["NONE"]})));
+    assert_eq!(status_of(&mut ws, "G").await, "resumed");
+    let (status, body) = gw.post("/api/v1/status", json!({"ticker": "G", "status": "halted"})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(status_of(&mut ws, "G").await, "halted");
+    // The record carries it too (which price is the store's last value: a raw Redis `PUBLISH`
+    // does not write it).
+    assert_eq!(until(&mut ws, "prices", "G").await["status"], "halted");
+    let refused = gw.post("/api/v1/status", json!({"ticker": "NONE", "status": "halted"})).await;
+    assert_eq!((refused.0.as_u16(), refused.1["error"]["code"].as_str()), (409, Some("no_price")));
 }

@@ -18,7 +18,8 @@
 //! - **Hygiene** ([`call`]). HTTP/2 keepalives on every connection; a deadline on every unary
 //!   call and on opening a stream (not on the stream itself, which lives as long as its socket);
 //!   a stream dropped by the gateway cancels the call, which detaches the session on the engine.
-//!   Create and publish are not retried after a timeout (they may already have been applied).
+//!   Create and publish (prices or statuses, [`status`]) are not retried after a timeout (they
+//!   may already have been applied).
 //!
 //! This module holds the handle, its settings and the connections, and maps each
 //! [`MonitoringService`] method onto the parts; errors become [`ServiceError`] only here.
@@ -28,6 +29,7 @@ mod failover;
 mod link;
 mod placement;
 mod probe;
+mod status;
 #[cfg(test)]
 mod testing;
 
@@ -36,7 +38,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
-use tickstream_api::{MonitoringService, ServiceError, SessionId, SessionInfo, StartRequest, Tick, Ticker};
+use tickstream_api::{
+    MonitoringService, ServiceError, SessionId, SessionInfo, StartRequest, Tick, Ticker, TradingStatus,
+};
 use tickstream_telemetry::Metrics;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -350,6 +354,13 @@ impl MonitoringService for RemoteEngine {
             })
             .await?;
         Ok(())
+    }
+
+    async fn publish_status(
+        &self,
+        statuses: Vec<(Ticker, TradingStatus)>,
+    ) -> Result<Vec<Ticker>, ServiceError> {
+        self.inner.publish_status(statuses).await
     }
 
     fn ready(&self) -> bool {
