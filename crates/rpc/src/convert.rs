@@ -132,7 +132,18 @@ pub(crate) fn price_out(t: &Tick) -> pb::Price {
 /// `crossed_quote`) and the status, which may only be `HALTED` or `RESUMED` (`invalid_status`).
 pub(crate) fn price_in(p: &pb::Price) -> Result<Tick, Status> {
     let ticker = Ticker::parse(&p.ticker).map_err(|e| invalid(ErrorCode::InvalidTicker, e.to_string()))?;
-    let quote = Quote {
+    let quote = quote_in(p);
+    let trading = price_trading_in(p)
+        .map_err(|_| invalid(ErrorCode::InvalidStatus, "a price's status is HALTED or RESUMED"))?;
+    Tick::new(ticker, p.price, p.ts_ms)
+        .and_then(|t| t.with_quote(quote))
+        .map(|t| t.with_trading_status(trading))
+        .map_err(|e| invalid(e.code(), e.to_string()))
+}
+
+/// The quote fields of a wire price (validated when the tick is built).
+pub(crate) fn quote_in(p: &pb::Price) -> Quote {
+    Quote {
         bid: p.bid,
         ask: p.ask,
         bid_size: p.bid_size,
@@ -143,17 +154,21 @@ pub(crate) fn price_in(p: &pb::Price) -> Result<Tick, Status> {
         high: p.high,
         low: p.low,
         prev_close: p.prev_close,
-    };
-    let trading = match p.status.map(status_in) {
-        None => None,
-        Some(Some(TickerStatus::Halted)) => Some(TradingStatus::Halted),
-        Some(Some(TickerStatus::Resumed)) => Some(TradingStatus::Resumed),
-        Some(_) => return Err(invalid(ErrorCode::InvalidStatus, "a price's status is HALTED or RESUMED")),
-    };
-    Tick::new(ticker, p.price, p.ts_ms)
-        .and_then(|t| t.with_quote(quote))
-        .map(|t| t.with_trading_status(trading))
-        .map_err(|e| invalid(e.code(), e.to_string()))
+    }
+}
+
+/// A wire price carries a status other than `HALTED` or `RESUMED` (the only ones a producer sets).
+#[derive(Debug)]
+pub(crate) struct NotATradingStatus;
+
+/// A wire price's producer status: none, halted or resumed.
+pub(crate) fn price_trading_in(p: &pb::Price) -> Result<Option<TradingStatus>, NotATradingStatus> {
+    match p.status.map(status_in) {
+        None => Ok(None),
+        Some(Some(TickerStatus::Halted)) => Ok(Some(TradingStatus::Halted)),
+        Some(Some(TickerStatus::Resumed)) => Ok(Some(TradingStatus::Resumed)),
+        Some(_) => Err(NotATradingStatus),
+    }
 }
 
 fn status_out(s: TickerStatus) -> pb::TickerStatus {

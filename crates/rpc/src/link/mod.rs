@@ -17,13 +17,13 @@
 
 pub(crate) mod serve;
 
-use tickstream_api::{
-    CloseReason, Quote, SessionEvent, SharedTick, Tick, Ticker, TickerStatus, TradingStatus,
-};
+use tickstream_api::{CloseReason, SessionEvent, SharedTick, Tick, Ticker};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
-use crate::convert::{ERROR_KEY, MAX_KEY, MIN_KEY, price_out, status_in, statuses_in, statuses_out};
+use crate::convert::{
+    ERROR_KEY, MAX_KEY, MIN_KEY, price_out, price_trading_in, quote_in, statuses_in, statuses_out,
+};
 use crate::pb;
 use crate::pb::link_event::Event;
 
@@ -101,24 +101,8 @@ fn refused_in(r: pb::LinkRefused) -> Status {
 fn tick_in(t: pb::EncodedTick) -> Option<SharedTick> {
     let p = t.record?;
     let ticker = Ticker::parse(&p.ticker).ok()?;
-    let quote = Quote {
-        bid: p.bid,
-        ask: p.ask,
-        bid_size: p.bid_size,
-        ask_size: p.ask_size,
-        size: p.size,
-        volume: p.volume,
-        open: p.open,
-        high: p.high,
-        low: p.low,
-        prev_close: p.prev_close,
-    };
-    let trading = match p.status.map(status_in) {
-        None => None,
-        Some(Some(TickerStatus::Halted)) => Some(TradingStatus::Halted),
-        Some(Some(TickerStatus::Resumed)) => Some(TradingStatus::Resumed),
-        Some(_) => return None,
-    };
+    let quote = quote_in(&p);
+    let trading = price_trading_in(&p).ok()?;
     let json = String::from_utf8(t.json).ok()?;
     if !(json.starts_with('{') && json.ends_with('}')) {
         return None;
@@ -151,7 +135,7 @@ pub(crate) fn event_in(ev: pb::LinkEvent) -> Option<(u64, Inbound)> {
 mod tests {
     use std::sync::Arc;
 
-    use tickstream_api::ServiceError;
+    use tickstream_api::{Quote, ServiceError, TickerStatus, TradingStatus};
 
     use super::*;
     use crate::convert::{from_status, is_transport, to_status};
