@@ -184,6 +184,34 @@ fn trading_status(s: &str, i: usize) -> Result<TradingStatus, ApiError> {
     })
 }
 
+/// The body of a bulk route: one object or an array of 1 to `max` of them (`what` is the item's
+/// name, singular and plural, for the messages).
+fn one_or_many(
+    value: Value,
+    what: (&str, &str),
+    empty: ErrorCode,
+    max: usize,
+) -> Result<Vec<Value>, ApiError> {
+    let (one, many) = what;
+    let items = match value {
+        Value::Array(items) => items,
+        obj @ Value::Object(_) => vec![obj],
+        _ => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidRequest,
+                format!("expected a {one} object or an array of them"),
+            ));
+        }
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request(empty, format!("no {many} in the request")));
+    }
+    if items.len() > max {
+        return Err(ApiError::new(ErrorCode::TooManyPrices, format!("at most {max} {many} per request")));
+    }
+    Ok(items)
+}
+
 /// `POST /api/v1/prices`: one price object or an array of them. All are validated before any is
 /// published, so a request is applied whole or not at all.
 pub async fn publish_prices<S: MonitoringService>(
@@ -197,23 +225,8 @@ pub async fn publish_prices<S: MonitoringService>(
         return Ok(limited.into_response());
     }
     let value: Value = json_body(&headers, body, st.config.prices_body_limit)?;
-    let items = match value {
-        Value::Array(items) => items,
-        obj @ Value::Object(_) => vec![obj],
-        _ => {
-            return Err(ApiError::bad_request(
-                ErrorCode::InvalidRequest,
-                "expected a price object or an array of them",
-            ));
-        }
-    };
-    if items.is_empty() {
-        return Err(ApiError::bad_request(ErrorCode::EmptyPrices, "no prices in the request"));
-    }
-    let max = st.config.max_prices_per_request;
-    if items.len() > max {
-        return Err(ApiError::new(ErrorCode::TooManyPrices, format!("at most {max} prices per request")));
-    }
+    let items =
+        one_or_many(value, ("price", "prices"), ErrorCode::EmptyPrices, st.config.max_prices_per_request)?;
     let now = now_ms();
     let mut ticks = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
@@ -261,23 +274,12 @@ pub async fn publish_status<S: MonitoringService>(
         return Ok(limited.into_response());
     }
     let value: Value = json_body(&headers, body, st.config.session_body_limit)?;
-    let items = match value {
-        Value::Array(items) => items,
-        obj @ Value::Object(_) => vec![obj],
-        _ => {
-            return Err(ApiError::bad_request(
-                ErrorCode::InvalidRequest,
-                "expected a status object or an array of them",
-            ));
-        }
-    };
-    if items.is_empty() {
-        return Err(ApiError::bad_request(ErrorCode::InvalidRequest, "no statuses in the request"));
-    }
-    let max = st.config.max_prices_per_request;
-    if items.len() > max {
-        return Err(ApiError::new(ErrorCode::TooManyPrices, format!("at most {max} statuses per request")));
-    }
+    let items = one_or_many(
+        value,
+        ("status", "statuses"),
+        ErrorCode::InvalidRequest,
+        st.config.max_prices_per_request,
+    )?;
     let mut statuses = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let s: StatusIn = serde_json::from_value(item)
