@@ -27,9 +27,9 @@ use std::task::{Context, Poll};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::Stream;
-use tickstream_api::{ErrorCode, MonitoringService, SessionId};
+use tickstream_api::{ErrorCode, MonitoringService};
 use tokio::sync::mpsc;
 
 use crate::AppState;
@@ -37,6 +37,7 @@ use crate::auth::Caller;
 use crate::close::{CloseCode, Ending};
 use crate::error::ApiError;
 use crate::limits::Client;
+use crate::upgrade::{Admitted, admit};
 
 mod stream;
 
@@ -58,21 +59,11 @@ pub async fn events<S: MonitoringService>(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let resumed_from = last_event_id(&headers)?;
-    if st.shutdown.is_cancelled() {
-        return Err(ApiError::new(ErrorCode::ShuttingDown, "server is shutting down"));
-    }
     // Held, like a WebSocket's, until the stream's task ends.
-    let permit = st
-        .permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::new(ErrorCode::TooManyConnections, "connection limit reached"))?;
-    let per_client = match st.limits.websocket(&client) {
-        Ok(slot) => slot,
-        Err(limited) => return Ok(limited.into_response()),
+    let Admitted { permit, per_client, session } = match admit(&st, &client, &caller, &raw).await? {
+        Ok(admitted) => admitted,
+        Err(refused) => return Ok(refused),
     };
-    let session = SessionId::parse(&raw).ok_or_else(ApiError::session_not_found)?;
-    crate::rest::check_owner(&*st.service, &caller, session).await?;
     let mut updates = st.service.stream_price_updates(session).await.inspect_err(|e| {
         if matches!(e, tickstream_api::ServiceError::SessionNotFound) {
             st.limits.session_gone(session);

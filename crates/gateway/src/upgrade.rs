@@ -27,11 +27,47 @@ use crate::close::{CloseCode, Ending};
 use crate::connection::Connection;
 use crate::encoding::Encoding;
 use crate::error::ApiError;
-use crate::limits::Client;
+use crate::limits::table::Slot;
+use crate::limits::{Client, ClientKey};
+use tokio::sync::OwnedSemaphorePermit;
 
 #[derive(Debug, Deserialize)]
 pub struct WsQuery {
     session_id: Option<String>,
+}
+
+/// What a stream (`GET /ws` or Server-Sent Events) holds until its task ends.
+pub(crate) struct Admitted {
+    pub permit: OwnedSemaphorePermit,
+    pub per_client: Slot<ClientKey>,
+    pub session: SessionId,
+}
+
+/// The admission both stream routes share, in this order: not draining (503), a connection
+/// permit (503), the client's share (429, returned as `Ok(Err(response))` with its Retry-After),
+/// a well-formed session id the caller owns (404) — the owner is checked before attaching,
+/// because attaching replaces the owner's own stream (4409).
+pub(crate) async fn admit<S: MonitoringService>(
+    st: &AppState<S>,
+    client: &ClientKey,
+    caller: &Caller,
+    raw: &str,
+) -> Result<Result<Admitted, Response>, ApiError> {
+    if st.shutdown.is_cancelled() {
+        return Err(ApiError::new(ErrorCode::ShuttingDown, "server is shutting down"));
+    }
+    let permit = st
+        .permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::new(ErrorCode::TooManyConnections, "connection limit reached"))?;
+    let per_client = match st.limits.websocket(client) {
+        Ok(slot) => slot,
+        Err(limited) => return Ok(Err(limited.into_response())),
+    };
+    let session = SessionId::parse(raw).ok_or_else(ApiError::session_not_found)?;
+    crate::rest::check_owner(&*st.service, caller, session).await?;
+    Ok(Ok(Admitted { permit, per_client, session }))
 }
 
 /// `GET /ws?session_id=ID`: checks everything before upgrading, so a refused handshake gets an
@@ -50,23 +86,12 @@ pub async fn ws_upgrade<S: MonitoringService>(
         Ok(h) => h,
         Err(refusal) => return Ok(refusal.into_response()),
     };
-    if st.shutdown.is_cancelled() {
-        return Err(ApiError::new(ErrorCode::ShuttingDown, "server is shutting down"));
-    }
-    // The permit is taken before the upgrade and released when the connection task ends.
-    let permit = st
-        .permits
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::new(ErrorCode::TooManyConnections, "connection limit reached"))?;
-    // This client's share, held (like the permit) until the connection task ends.
-    let per_client = match st.limits.websocket(&client) {
-        Ok(slot) => slot,
-        Err(limited) => return Ok(limited.into_response()),
+    // The permit and the client's share are taken before the upgrade and held until the
+    // connection task ends.
+    let Admitted { permit, per_client, session } = match admit(&st, &client, &caller, &raw).await? {
+        Ok(admitted) => admitted,
+        Err(refused) => return Ok(refused),
     };
-    let session = SessionId::parse(&raw).ok_or_else(ApiError::session_not_found)?;
-    // Before attaching: attaching replaces the owner's own socket (4409).
-    crate::rest::check_owner(&*st.service, &caller, session).await?;
     let auth = match (&caller, st.auth.verifier()) {
         (Caller::Verified(identity), Some(verifier)) => Some(Box::new(StreamAuth {
             verifier: verifier.clone(),
