@@ -28,7 +28,7 @@ use tickstream_api::{SharedTick, Tick, Ticker};
 use tickstream_broker::BrokerError;
 use tokio::time::Instant;
 
-use crate::config::BATCH;
+use crate::config::{BACKOFF_MAX, BACKOFF_MIN, BATCH};
 use crate::shard::{Shared, unavailable};
 use crate::{keys, wire};
 
@@ -56,6 +56,9 @@ for i = 2, #ARGV, 4 do
 end
 return stale
 ";
+
+/// How often each step of the post-reconnect restore is tried (≈ 1.2 s of pauses in all).
+const RESTORE_ATTEMPTS: u32 = 5;
 
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(PUBLISH_SCRIPT));
 
@@ -124,6 +127,30 @@ impl Held {
     }
 }
 
+/// Runs `op` up to [`RESTORE_ATTEMPTS`] times, pausing with backoff between failures.
+///
+/// The subscriber may be back before the command connection knows Redis restarted: that one
+/// learns it from its first failed command and reconnects only then. Without a retry, the
+/// restore would be that failed command, and the cache would stay empty of this node's prices
+/// until the next publish. The caller bounds the whole restore in time.
+async fn retried<T, Fut>(mut op: impl FnMut() -> Fut) -> Result<T, BrokerError>
+where
+    Fut: Future<Output = Result<T, BrokerError>>,
+{
+    let mut backoff = tickstream_api::Backoff::new(BACKOFF_MIN * 2, BACKOFF_MAX);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(e) if attempt < RESTORE_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "redis: restore step failed; retrying");
+                tokio::time::sleep(backoff.next_delay()).await;
+                attempt += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Runs the script over `ticks` in batches; returns how many were stale.
 async fn run_script(shared: &Shared, mode: &str, ticks: &[SharedTick]) -> Result<u64, BrokerError> {
     let mut stale = 0;
@@ -160,16 +187,23 @@ pub(crate) async fn publish(shared: &Shared, ticks: Vec<Tick>) -> Result<(), Bro
 /// this node holds, then give the engine whatever changed while the node was not listening.
 pub(crate) async fn after_reconnect(shared: &Shared) {
     let ours: Vec<SharedTick> = shared.held.lock().entries.values().map(|e| Arc::clone(&e.tick)).collect();
-    if let Err(e) = run_script(shared, "restore", &ours).await {
+    if let Err(e) = retried(|| run_script(shared, "restore", &ours)).await {
         tracing::warn!(error = %e, "redis: cannot restore the last-value cache");
     }
     let wanted = shared.wanted();
     let mut changed: Vec<SharedTick> = Vec::new();
     for batch in wanted.chunks(BATCH) {
         let fields: Vec<&str> = batch.iter().map(Ticker::as_str).collect();
-        let mut conn = shared.commands.clone();
-        let values: Result<Vec<Option<Vec<u8>>>, _> =
-            redis::cmd("HMGET").arg(keys::LAST_VALUES).arg(&fields).query_async(&mut conn).await;
+        let values = retried(|| async {
+            let mut conn = shared.commands.clone();
+            redis::cmd("HMGET")
+                .arg(keys::LAST_VALUES)
+                .arg(&fields)
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
+                .await
+                .map_err(unavailable)
+        })
+        .await;
         let Ok(values) = values else { continue };
         let mut held = shared.held.lock();
         for (&t, v) in batch.iter().zip(values) {
