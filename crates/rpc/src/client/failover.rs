@@ -3,13 +3,9 @@
 //! another engine of the session's order (with jittered backoff), and only when none takes it
 //! within `failover_timeout` does it end with `Unavailable` (1013).
 //!
-//! The stream is pulled, with one event of look-ahead: handing an event to its consumer (the
-//! socket's writer) grants the engine the next one, so that batch travels while the socket
-//! writes this one and is waiting when the writer asks (no link round trip per batch). At most
-//! one credit is out per session, so the gateway holds at most one event beyond the one being
-//! written, and whatever changes meanwhile conflates on the engine. The first event after an
-//! attach (its snapshot) grants nothing ahead: the first ask after it does, so a socket that
-//! never asks again is granted nothing.
+//! The stream is pulled: each time its consumer (the socket's writer) asks for the next event,
+//! it grants the engine one event on the link, so whatever changes while a write is in flight
+//! conflates on the engine.
 //!
 //! It also keeps [`Routes`], which engine streams each session, so that ticker changes (in
 //! [`super`]) reach the engine that can add their snapshot to the stream. Opening goes through
@@ -67,8 +63,8 @@ pub(super) async fn follow(inner: &Arc<Inner>, id: SessionId) -> Result<RemoteUp
     let (engine, link, first) = inner.open(id, None).await?;
     let token = inner.routes.token();
     inner.routes.set(id, token, engine);
-    let (shared, first) = (Arc::clone(inner), Some(first));
-    let state = Following { inner: shared, id, token, engine, link, first, granted: false, done: false };
+    let state =
+        Following { inner: Arc::clone(inner), id, token, engine, link, first: Some(first), done: false };
     let events = futures::stream::unfold(state, Following::next);
     Ok(RemoteUpdates { events: Box::pin(events), inner: Arc::clone(inner), id, token })
 }
@@ -110,8 +106,6 @@ struct Following {
     link: Attachment,
     /// The event the attach was taken with, not yet handed out.
     first: Option<SessionEvent>,
-    /// A credit is out on `link` (granted, its event not yet received).
-    granted: bool,
     done: bool,
 }
 
@@ -125,19 +119,9 @@ impl Following {
             let event = match self.first.take() {
                 Some(first) => Ok(first),
                 None => {
-                    // Asked for the next event: if none is on its way (the first ask after an
-                    // attach), grant one now and wait the round trip.
-                    if !std::mem::replace(&mut self.granted, true) {
-                        self.link.grant();
-                    }
-                    let event = self.link.recv().await;
-                    self.granted = false;
-                    // Look-ahead: the next batch travels while the socket writes this one.
-                    if matches!(&event, Ok(ev) if !matches!(ev, SessionEvent::Closed(_))) {
-                        self.link.grant();
-                        self.granted = true;
-                    }
-                    event
+                    // Asked for the next event: the socket is ready for it.
+                    self.link.grant();
+                    self.link.recv().await
                 }
             };
             match event {
@@ -165,7 +149,6 @@ impl Following {
                     self.engine = engine;
                     self.link = link;
                     self.first = Some(first);
-                    self.granted = false;
                     self.inner.routes.set(self.id, self.token, engine);
                 }
                 Err(e) => {
@@ -297,7 +280,6 @@ mod tests {
             engine,
             link,
             first: Some(first),
-            granted: false,
             done: false,
         };
         let next = state.next();

@@ -101,56 +101,6 @@ async fn a_stalled_session_never_slows_its_neighbour_on_the_link() {
     stop.cancel();
 }
 
-/// The look-ahead: a session that took a batch has the next one granted while it writes, so a
-/// session stalled mid-stream holds at most that one batch in the gateway (its mailbox) and the
-/// rest conflates on the engine: resuming, it gets the look-ahead batch, then one batch with the
-/// latest price. Its neighbour on the link keeps up throughout.
-#[tokio::test]
-async fn a_session_stalled_mid_stream_holds_one_batch_ahead_and_conflates_the_rest() {
-    let stop = CancellationToken::new();
-    let (remote, engine, metrics) = one_link(&stop).await;
-    let aaa = Ticker::parse("AAA").expect("ticker");
-    let mut stalled = session(&remote, aaa).await;
-    let mut fast = session(&remote, aaa).await;
-    let publish = async |p: u32| {
-        remote.publish(vec![Tick::new(aaa, f64::from(p), 1).expect("tick")]).await.expect("published");
-    };
-    let read_through = async |updates: &mut RemoteUpdates, p: u32| {
-        within("the session keeps up", async {
-            loop {
-                match updates.next().await {
-                    Some(SessionEvent::Prices(t)) if t.iter().any(|t| t.price() == f64::from(p)) => break,
-                    Some(SessionEvent::Prices(_)) => {}
-                    other => panic!("unexpected {other:?}"),
-                }
-            }
-        })
-        .await;
-    };
-    // Both read price 1; taking it granted each the next batch ahead.
-    publish(1).await;
-    read_through(&mut stalled, 1).await;
-    read_through(&mut fast, 1).await;
-    // Now one stalls (as behind a blocked write) while 199 more prices come.
-    for p in 2..=200 {
-        publish(p).await;
-        read_through(&mut fast, p).await;
-    }
-    assert_eq!(metrics.engine_failovers.get(), 0, "the link never failed (nothing sent beyond the credit)");
-    // The batch granted ahead was sent when the first of them came; everything after it
-    // conflated on the engine into one batch with the latest price.
-    let ahead = within("the look-ahead batch", stalled.next()).await;
-    let Some(SessionEvent::Prices(ahead)) = ahead else { panic!("prices") };
-    assert_eq!(ahead.len(), 1);
-    assert!(ahead[0].price() < 200.0, "sent ahead, before the stall ended: {}", ahead[0].price());
-    let latest = within("the conflated batch", stalled.next()).await;
-    let Some(SessionEvent::Prices(latest)) = latest else { panic!("prices") };
-    assert_eq!(latest.len(), 1, "conflated on the engine");
-    assert_eq!(latest[0].price(), 200.0);
-    drop(engine);
-    stop.cancel();
-}
-
 #[tokio::test]
 async fn a_link_that_cannot_be_opened_fails_its_attach_as_a_transport_failure() {
     let dead = crate::client::testing::dead_uri().await;
