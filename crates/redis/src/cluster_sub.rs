@@ -205,6 +205,7 @@ async fn serve(shared: &Shared, conn: ClusterConnection, events: &Events, shutdo
     let mut next_linger: Option<Instant> = None;
     let mut retry_at: Option<Instant> = None;
     loop {
+        let mut failed = false;
         if events.lost.swap(false, Ordering::Relaxed) {
             // Which master dropped is not known: every subscription is confirmed again, and
             // the unwanted ones (lingering) are let go now rather than re-subscribed.
@@ -217,14 +218,14 @@ async fn serve(shared: &Shared, conn: ClusterConnection, events: &Events, shutdo
             // A settle pass: send every wanted subscription again (a no-op where it holds) and
             // restore, in case the crate swapped a master's connection after our re-subscription.
             let wanted = shared.wanted();
-            let (_, failed) = per_slot(shared, &conn, &wanted, true).await;
-            if failed {
+            let (_, sub_failed) = per_slot(shared, &conn, &wanted, true).await;
+            if sub_failed {
                 retry_at = Some(Instant::now() + backoff.next_delay());
+                failed = true;
             }
             resync = true;
         }
         settling = false;
-        let mut failed = false;
         while reconcile {
             let plan = shared.plan();
             next_linger = plan.next_check;
@@ -263,10 +264,11 @@ async fn serve(shared: &Shared, conn: ClusterConnection, events: &Events, shutdo
                 resync = false;
                 if settle == 0 {
                     shared.connected(true);
-                    if let Some(listener) = shared.listener.get() {
-                        // The session records' master may be the one that came back empty.
-                        listener.reconnected();
-                    }
+                }
+                // The session records' master may be the one that came back empty (and it
+                // may have refused the first re-write while it was settling).
+                if let Some(listener) = shared.listener.get() {
+                    listener.reconnected();
                 }
                 if settle < SETTLE_PASSES {
                     settle += 1;
