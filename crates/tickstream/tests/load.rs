@@ -43,7 +43,9 @@ async fn a_compressed_profile_matches_the_servers_counters() {
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.availability_pct(), 100.0);
     assert_eq!(r.peak_users, 20);
-    assert_eq!(r.peak_sockets, 20);
+    // All 20 at once only if every user's create + handshake fits in the 1 s hold, which a
+    // loaded machine does not promise (CI saw 17); that every user got its socket is `ws_ok`.
+    assert!((1..=20).contains(&r.peak_sockets), "{}", r.peak_sockets);
     assert_eq!(r.sessions_ok, 20, "each of the 20 users created one session");
     assert_eq!(r.sessions_ok as i64, metric_sum(&m, "tickstream_session_create_seconds_count"));
     assert_eq!(r.ws_ok, 20);
