@@ -4,7 +4,7 @@
 //!
 //! Owns the list of shards (`shard.rs`) and the node's fan-out pool (`fanout.rs`); starts one
 //! subscriber task per shard (`subscriber.rs`). The session store (`store.rs`) uses the home
-//! shard, the first URL.
+//! shard, the first URL. On a Redis Cluster there is one shard, the cluster (see `shard.rs`).
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::RedisConfig;
 use crate::fanout::Fanout;
 use crate::shard::{Shared, node_id};
-use crate::{prices, shards, subscriber};
+use crate::{cluster_sub, prices, shards, subscriber};
 
 /// A node's Redis broker and session store, over one or more shards. Cheap to clone (a handle).
 #[derive(Clone)]
@@ -54,8 +54,9 @@ impl RedisBroker {
         let fanout =
             Fanout::new(config.fanout_workers, config.max_symbols, tracker.clone(), Arc::clone(&metrics));
         let node = node_id();
-        let shards = config
-            .urls
+        // A Redis Cluster is one "shard" to the node: the cluster spreads its tickers itself.
+        let urls = if config.is_cluster() { vec![config.urls.join(",")] } else { config.urls.clone() };
+        let shards = urls
             .iter()
             .enumerate()
             .map(|(i, url)| {
@@ -69,7 +70,11 @@ impl RedisBroker {
             let shutdown = shutdown.clone();
             tracker.spawn(async move {
                 let _guard = guard;
-                subscriber::run(shard, shutdown).await;
+                if shard.is_cluster() {
+                    cluster_sub::run(shard, shutdown).await;
+                } else {
+                    subscriber::run(shard, shutdown).await;
+                }
             });
         }
         Ok(Self { shards })

@@ -39,7 +39,15 @@ pub enum RedisConfigError {
     Duplicate(String),
     #[error("--redis mixes rediss:// and plain URLs: every shard uses TLS or none does")]
     MixedTls,
+    #[error(
+        "--redis mixes redis+cluster:// seeds and shard URLs: one Redis Cluster or a shard list, not both"
+    )]
+    MixedCluster,
 }
+
+/// The URL schemes that select Redis Cluster: every URL of the list is then a seed node of one
+/// cluster, not a shard.
+pub const CLUSTER_SCHEMES: [&str; 2] = ["redis+cluster://", "rediss+cluster://"];
 
 /// Settings of [`RedisBroker`](crate::RedisBroker). `Debug` shows the URL without its
 /// password ([`redact_url`]).
@@ -67,6 +75,12 @@ pub struct RedisConfig {
     pub control_auth: ControlAuth,
     /// Fan-out workers prices are handed to off the Pub/Sub read loops (see `fanout.rs`).
     pub fanout_workers: usize,
+}
+
+/// `url` is one the broker takes: `redis://`, `rediss://`, `unix://`, or a cluster seed
+/// ([`CLUSTER_SCHEMES`]).
+pub fn known_scheme(url: &str) -> bool {
+    ["redis://", "rediss://", "unix://"].iter().chain(&CLUSTER_SCHEMES).any(|s| url.starts_with(s))
 }
 
 /// The URLs of a comma-separated `--redis` list (blanks around commas ignored).
@@ -108,11 +122,25 @@ impl RedisConfig {
                 return Err(RedisConfigError::Duplicate(redact_url(u).into_owned()));
             }
         }
-        let tls = |u: &String| u.starts_with("rediss://");
+        let cluster = |u: &String| CLUSTER_SCHEMES.iter().any(|s| u.starts_with(s));
+        if self.urls.iter().any(cluster) && !self.urls.iter().all(cluster) {
+            return Err(RedisConfigError::MixedCluster);
+        }
+        let tls = |u: &String| u.starts_with("rediss://") || u.starts_with("rediss+cluster://");
         if self.urls.iter().any(tls) && !self.urls.iter().all(tls) {
             return Err(RedisConfigError::MixedTls);
         }
         Ok(())
+    }
+
+    /// The list names the seed nodes of one Redis Cluster (`redis+cluster://`), not shards.
+    pub fn is_cluster(&self) -> bool {
+        self.urls.first().is_some_and(|u| CLUSTER_SCHEMES.iter().any(|s| u.starts_with(s)))
+    }
+
+    /// The seed nodes as the redis crate takes them (`redis://` / `rediss://`).
+    pub(crate) fn cluster_seeds(&self) -> Vec<String> {
+        self.urls.iter().map(|u| u.replacen("+cluster://", "://", 1)).collect()
     }
 }
 
@@ -154,6 +182,18 @@ mod tests {
             Err(RedisConfigError::Duplicate("redis://:***@a:1".into()))
         );
         assert_eq!(RedisConfig::new("rediss://a:1,redis://b:2").validate(), Err(RedisConfigError::MixedTls));
+        let c = RedisConfig::new("redis+cluster://a:1,redis+cluster://b:2");
+        assert!(c.is_cluster() && c.validate().is_ok());
+        assert_eq!(c.cluster_seeds(), ["redis://a:1", "redis://b:2"]);
+        assert!(!RedisConfig::new("redis://a:1").is_cluster());
+        assert_eq!(
+            RedisConfig::new("redis+cluster://a:1,redis://b:2").validate(),
+            Err(RedisConfigError::MixedCluster)
+        );
+        assert_eq!(
+            RedisConfig::new("rediss+cluster://a:1,redis+cluster://b:2").validate(),
+            Err(RedisConfigError::MixedTls)
+        );
         let many: Vec<String> = (0..=MAX_SHARDS).map(|i| format!("redis://h:{}", 1000 + i)).collect();
         assert_eq!(
             RedisConfig::new(many.join(",")).validate(),

@@ -23,12 +23,19 @@
 //! Nothing depends on Redis remembering: after a reconnect the task re-subscribes everything
 //! from the node's own set (in batches) and asks the engine to re-write its session records.
 //!
+//! On a Redis Cluster (`redis+cluster://` seeds instead of shard URLs) the node has one
+//! "shard" that is the whole cluster: names carry hash tags ([`keys`]), prices use sharded
+//! Pub/Sub (`SSUBSCRIBE`/`SPUBLISH`, `cluster_sub`), the newest-wins script runs per slot
+//! (`cluster`), and the redis crate's cluster client routes commands, follows the slot map and
+//! re-subscribes after a master comes back (`conn`).
+//!
 //! The contract for external producers (channel names, payloads) is in the README, in [`keys`]
 //! and in [`wire`].
 //!
 //! Modules, bottom up: [`keys`] (names), [`shards`] (the shard map) and [`wire`] (payloads,
 //! their bounds and signatures) → `reconcile` (pure subscription plan), `fanout` (the worker
-//! pool) → `prices` (the compare-`ts` publish script, the shard's bounded price record,
+//! pool), `conn` (the command connection, single or cluster), `cluster` (the per-slot script
+//! and symbol scan) → `prices` (the compare-`ts` publish script, the shard's bounded price record,
 //! restore after a restart) → `shard` (one shard's state) → `broker` (the [`Broker`] impl,
 //! routing by shard), `subscriber` (the Pub/Sub connection loop of a shard), `store` (the
 //! [`SessionStore`] impl, on the home shard).
@@ -37,7 +44,10 @@
 //! [`SessionStore`]: tickstream_broker::SessionStore
 
 mod broker;
+mod cluster;
+mod cluster_sub;
 mod config;
+mod conn;
 mod fanout;
 pub mod keys;
 mod prices;
@@ -50,7 +60,9 @@ mod subscriber;
 pub mod wire;
 
 pub use broker::RedisBroker;
-pub use config::{MAX_SHARDS, RedisConfig, RedisConfigError, redact_urls, split_urls};
+pub use config::{
+    CLUSTER_SCHEMES, MAX_SHARDS, RedisConfig, RedisConfigError, known_scheme, redact_urls, split_urls,
+};
 pub use keys::channel_for;
 pub use secret::{RedisTls, redact_url};
 pub use wire::{Bounds, ControlAuth};

@@ -153,6 +153,9 @@ where
 
 /// Runs the script over `ticks` in batches; returns how many were stale.
 async fn run_script(shared: &Shared, mode: &str, ticks: &[SharedTick]) -> Result<u64, BrokerError> {
+    if shared.is_cluster() {
+        return crate::cluster::run_script(shared, mode, ticks).await;
+    }
     let mut stale = 0;
     for batch in ticks.chunks(BATCH) {
         let mut call = SCRIPT.prepare_invoke();
@@ -185,26 +188,23 @@ pub(crate) async fn publish(shared: &Shared, ticks: Vec<Tick>) -> Result<(), Bro
 
 /// After a reconnect, once every wanted ticker is subscribed again: restore the cache from what
 /// this node holds, then give the engine whatever changed while the node was not listening.
-pub(crate) async fn after_reconnect(shared: &Shared) {
+/// False when a step still failed after its retries (the cluster subscriber tries again later:
+/// a restarted cluster master refuses writes for a few seconds, `CLUSTERDOWN`).
+pub(crate) async fn after_reconnect(shared: &Shared) -> bool {
+    let mut complete = true;
     let ours: Vec<SharedTick> = shared.held.lock().entries.values().map(|e| Arc::clone(&e.tick)).collect();
     if let Err(e) = retried(|| run_script(shared, "restore", &ours)).await {
         tracing::warn!(error = %e, "redis: cannot restore the last-value cache");
+        complete = false;
     }
     let wanted = shared.wanted();
     let mut changed: Vec<SharedTick> = Vec::new();
     for batch in wanted.chunks(BATCH) {
-        let fields: Vec<&str> = batch.iter().map(Ticker::as_str).collect();
-        let values = retried(|| async {
-            let mut conn = shared.commands.clone();
-            redis::cmd("HMGET")
-                .arg(keys::LAST_VALUES)
-                .arg(&fields)
-                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
-                .await
-                .map_err(unavailable)
-        })
-        .await;
-        let Ok(values) = values else { continue };
+        let values = retried(|| async { shared.read_cache(batch).await.map_err(unavailable) }).await;
+        let Ok(values) = values else {
+            complete = false;
+            continue;
+        };
         let mut held = shared.held.lock();
         for (&t, v) in batch.iter().zip(values) {
             let Some(tick) = v.and_then(|v| wire::decode_cached_price(t, &v, &shared.config.bounds)) else {
@@ -228,4 +228,5 @@ pub(crate) async fn after_reconnect(shared: &Shared) {
         );
         sink.resync(&changed);
     }
+    complete
 }

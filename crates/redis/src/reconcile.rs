@@ -145,6 +145,17 @@ impl Subscriptions {
         tickers.iter().all(|t| !self.wanted.contains(t) || self.active.contains(t))
     }
 
+    /// Nothing is confirmed any more, but the connection is not gone (a cluster master's
+    /// dropped, and which is not known): every wanted ticker is planned again, and the
+    /// subscribed ones nobody wants (lingering or not) are returned, to be unsubscribed.
+    pub fn reconfirm_all(&mut self) -> Vec<Ticker> {
+        let unwanted: Vec<Ticker> =
+            self.active.iter().filter(|t| !self.wanted.contains(t)).copied().collect();
+        self.active.clear();
+        self.lingering.clear();
+        unwanted
+    }
+
     pub fn is_wanted(&self, ticker: &Ticker) -> bool {
         self.wanted.contains(ticker)
     }

@@ -362,3 +362,24 @@ proptest! {
         prop_assert!(converged(&m.s, m.now));
     }
 }
+
+#[test]
+fn reconfirming_all_resubscribes_the_wanted_and_lets_the_unwanted_go() {
+    // A cluster master's connection dropped: which subscriptions went with it is not known.
+    let now = Instant::now();
+    let mut s = Subscriptions::default();
+    for i in 0..3 {
+        s.want(t(i));
+    }
+    settle(&mut s, now);
+    s.unwant(t(2), now, LINGER);
+    let unwanted = s.reconfirm_all();
+    assert_eq!(unwanted, vec![t(2)], "the lingering one is unsubscribed, not re-subscribed");
+    assert_eq!(s.active_len(), 0);
+    assert!(!s.covers(&[t(0)]), "snapshots wait for the re-subscription");
+    let plan = s.next_plan(now, LINGER);
+    assert_eq!(sorted(&plan.subscribe), sorted(&[t(0), t(1)]));
+    assert!(plan.unsubscribe.is_empty() && plan.start_linger.is_empty());
+    s.confirm(&plan.subscribe);
+    assert!(converged(&s, now));
+}

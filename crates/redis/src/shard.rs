@@ -5,20 +5,25 @@
 //! record (`prices.rs`), so losing one shard touches nothing of the others. The first shard is
 //! the *home* shard: it alone subscribes the control channel and carries the session records
 //! (`store.rs`). `broker.rs` routes each ticker to its shard ([`crate::shards`]).
+//!
+//! On a Redis Cluster (`redis+cluster://`) the node has exactly one `Shared`, labelled
+//! `cluster`: the cluster itself spreads the tickers over its masters by slot, its connections
+//! (`conn.rs`) route each command and sharded subscription there, and `cluster_sub.rs` replaces
+//! `subscriber.rs`. Its metrics are then the node's view of the whole cluster.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::Mutex;
 use rand::Rng;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tickstream_api::{SharedTick, Ticker};
 use tickstream_broker::{BrokerError, ClusterListener};
 use tickstream_telemetry::Metrics;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::config::{BACKOFF_MAX, BATCH, MAX_SYMBOL_SCAN, RedisConfig, SUBSCRIBE_WAIT};
+use crate::config::{BATCH, MAX_SYMBOL_SCAN, RedisConfig, SUBSCRIBE_WAIT};
+use crate::conn::Commands;
 use crate::fanout::Fanout;
 use crate::prices::Held;
 use crate::reconcile::{Plan, Subscriptions};
@@ -40,8 +45,10 @@ pub(crate) struct Shared {
     pub index: usize,
     label: String,
     pub url: String,
-    pub client: redis::Client,
-    pub commands: ConnectionManager,
+    /// The client of this shard's `redis-server`; `None` on a Redis Cluster, whose
+    /// subscriber builds its own cluster client (`cluster_sub.rs`).
+    pub client: Option<redis::Client>,
+    pub commands: Commands,
     /// Identifies this node's control messages, so it ignores its own (the same on every shard).
     pub node: String,
     /// The node's fan-out workers (one pool for every shard).
@@ -74,22 +81,20 @@ impl Shared {
         fanout: Arc<Fanout>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, BrokerError> {
-        let opened = match &config.tls {
-            Some(tls) => redis::Client::build_with_tls(url, tls.certificates()),
-            None => redis::Client::open(url),
-        };
         // The URL may hold a password: only its redacted form goes into the message.
-        let client = opened.map_err(|e| {
-            BrokerError::Unavailable(format!("invalid Redis URL {:?}: {e}", crate::redact_url(url)))
-        })?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.command_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(BACKOFF_MAX);
-        let commands =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config).map_err(unavailable)?;
-        let label = index.to_string();
+        let invalid =
+            |e| BrokerError::Unavailable(format!("invalid Redis URL {:?}: {e}", crate::redact_url(url)));
+        let (client, commands, label) = if config.is_cluster() {
+            (None, Commands::cluster(config).map_err(invalid)?, "cluster".to_owned())
+        } else {
+            let opened = match &config.tls {
+                Some(tls) => redis::Client::build_with_tls(url, tls.certificates()),
+                None => redis::Client::open(url),
+            };
+            let client = opened.map_err(invalid)?;
+            let commands = Commands::single(client.clone(), config).map_err(unavailable)?;
+            (Some(client), commands, index.to_string())
+        };
         // Every shard's series exist from the start, so dashboards see a shard that never came up.
         metrics.redis_shard_up.with_label_values(&[&label]).set(0);
         metrics.redis_shard_subscriptions.with_label_values(&[&label]).set(0);
@@ -123,8 +128,13 @@ impl Shared {
         &self.label
     }
 
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> Commands {
         self.commands.clone()
+    }
+
+    /// This shard is a Redis Cluster (hash-tagged keys, sharded Pub/Sub).
+    pub fn is_cluster(&self) -> bool {
+        self.client.is_none()
     }
 
     pub fn is_connected(&self) -> bool {
@@ -174,6 +184,16 @@ impl Shared {
         let mut subs = self.subs.lock();
         subs.connection_lost();
         self.set_active(0);
+    }
+
+    /// Cluster: a master's connection dropped (which one is not known), so every subscription
+    /// is to be confirmed again; returns the subscribed tickers nobody wants, to let go.
+    pub fn reconfirm_all(&self) -> Vec<Ticker> {
+        self.metrics.redis_shard_up.with_label_values(&[&self.label]).set(0);
+        let mut subs = self.subs.lock();
+        let unwanted = subs.reconfirm_all();
+        self.set_active(0);
+        unwanted
     }
 
     pub fn want(&self, ticker: Ticker) {
@@ -227,10 +247,7 @@ impl Shared {
     /// The cached prices of `tickers` (all of this shard), once they are subscribed.
     pub async fn last_values(&self, tickers: &[Ticker]) -> Vec<SharedTick> {
         self.wait_subscribed(tickers).await;
-        let fields: Vec<&str> = tickers.iter().map(Ticker::as_str).collect();
-        let values: Result<Vec<Option<Vec<u8>>>, _> =
-            redis::cmd("HMGET").arg(keys::LAST_VALUES).arg(&fields).query_async(&mut self.conn()).await;
-        match values {
+        match self.read_cache(tickers).await {
             Ok(values) => tickers
                 .iter()
                 .zip(values)
@@ -246,8 +263,30 @@ impl Shared {
         }
     }
 
+    /// The cached JSON of `tickers` (one `HMGET` on a shard; on a cluster one `MGET` of their
+    /// keys, which the crate splits by slot).
+    pub async fn read_cache(&self, tickers: &[Ticker]) -> redis::RedisResult<Vec<Option<Vec<u8>>>> {
+        let mut cmd;
+        if self.is_cluster() {
+            cmd = redis::cmd("MGET");
+            for &t in tickers {
+                cmd.arg(keys::cluster_last_key(t));
+            }
+        } else {
+            cmd = redis::cmd("HMGET");
+            cmd.arg(keys::LAST_VALUES);
+            for t in tickers {
+                cmd.arg(t.as_str());
+            }
+        }
+        cmd.query_async(&mut self.conn()).await
+    }
+
     /// The symbols of this shard's last-value cache (at most `MAX_SYMBOL_SCAN` read).
     pub async fn symbols(&self) -> Vec<Ticker> {
+        if self.is_cluster() {
+            return crate::cluster::symbols(self).await;
+        }
         let mut conn = self.conn();
         let mut all: Vec<Ticker> = Vec::new();
         let mut cursor: u64 = 0;

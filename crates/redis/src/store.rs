@@ -3,7 +3,10 @@
 //!
 //! Uses the command connection of the home shard (the first `--redis` URL): every record and
 //! every control message lives there, so a session never depends on more than one shard and
-//! the control channel needs no fan-in. The record and message forms are in [`crate::wire`].
+//! the control channel needs no fan-in. On a Redis Cluster both carry the hash tag
+//! `{tickstream}` (`keys`), so they live on that slot's master, pipelines of records stay in one
+//! slot, and a `DEL` and its `ended` message still go to one Redis in order. The record and
+//! message forms are in [`crate::wire`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +22,10 @@ use crate::shard::unavailable;
 use crate::wire::{self, ControlMessage};
 
 impl RedisBroker {
+    fn key(&self, id: SessionId) -> String {
+        session_key(id, self.home().is_cluster())
+    }
+
     async fn publish_control(
         &self,
         ended: Option<SessionId>,
@@ -29,8 +36,14 @@ impl RedisBroker {
             ended: ended.map(|id| id.to_string()),
             attached: attached.map(|id| id.to_string()),
         };
-        redis::cmd("PUBLISH")
-            .arg(keys::CONTROL_CHANNEL)
+        // On a cluster: sharded, on the master of `{tickstream}`, beside the session records.
+        let (command, channel) = if self.home().is_cluster() {
+            ("SPUBLISH", keys::CLUSTER_CONTROL_CHANNEL)
+        } else {
+            ("PUBLISH", keys::CONTROL_CHANNEL)
+        };
+        redis::cmd(command)
+            .arg(channel)
             .arg(wire::encode_control(&msg, &self.home().config.control_auth))
             .query_async::<i64>(&mut self.home().conn())
             .await
@@ -50,7 +63,7 @@ impl SessionStore for RedisBroker {
                 let mut pipe = redis::pipe();
                 for (r, ttl) in batch {
                     pipe.cmd("SET")
-                        .arg(session_key(r.id))
+                        .arg(self.key(r.id))
                         .arg(wire::encode_session(r))
                         .arg("PX")
                         .arg(ttl_ms(*ttl))
@@ -69,7 +82,7 @@ impl SessionStore for RedisBroker {
     ) -> BoxFuture<'_, Result<bool, BrokerError>> {
         Box::pin(async move {
             let mut cmd = redis::cmd("SET");
-            cmd.arg(session_key(record.id)).arg(wire::encode_session(&record)).arg("XX");
+            cmd.arg(self.key(record.id)).arg(wire::encode_session(&record)).arg("XX");
             match ttl {
                 Some(ttl) => cmd.arg("PX").arg(ttl_ms(ttl)),
                 None => cmd.arg("KEEPTTL"),
@@ -82,7 +95,7 @@ impl SessionStore for RedisBroker {
     fn get(&self, id: SessionId) -> BoxFuture<'_, Result<Option<SessionRecord>, BrokerError>> {
         Box::pin(async move {
             let raw: Option<Vec<u8>> = redis::cmd("GET")
-                .arg(session_key(id))
+                .arg(self.key(id))
                 .query_async(&mut self.home().conn())
                 .await
                 .map_err(unavailable)?;
@@ -95,7 +108,7 @@ impl SessionStore for RedisBroker {
             for batch in ids.chunks(BATCH) {
                 let mut pipe = redis::pipe();
                 for &id in batch {
-                    pipe.cmd("PEXPIRE").arg(session_key(id)).arg(ttl_ms(ttl)).ignore();
+                    pipe.cmd("PEXPIRE").arg(self.key(id)).arg(ttl_ms(ttl)).ignore();
                 }
                 pipe.query_async::<()>(&mut self.home().conn()).await.map_err(unavailable)?;
             }
@@ -106,7 +119,7 @@ impl SessionStore for RedisBroker {
     fn remove(&self, id: SessionId) -> BoxFuture<'_, Result<bool, BrokerError>> {
         Box::pin(async move {
             let removed: i64 = redis::cmd("DEL")
-                .arg(session_key(id))
+                .arg(self.key(id))
                 .query_async(&mut self.home().conn())
                 .await
                 .map_err(unavailable)?;

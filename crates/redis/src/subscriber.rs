@@ -90,7 +90,10 @@ async fn connect(
     shared: &Shared,
     shutdown: &CancellationToken,
 ) -> Result<(PubSubSink, PubSubStream), Outcome> {
-    let pubsub = bounded(shared, shutdown, "connect", shared.client.get_async_pubsub()).await?;
+    // Always set on a shard of `redis-server`s, the only kind this loop serves (a cluster's is
+    // `cluster_sub.rs`).
+    let Some(client) = &shared.client else { return Err(Outcome::Lost("not a single Redis".into())) };
+    let pubsub = bounded(shared, shutdown, "connect", client.get_async_pubsub()).await?;
     let (mut sink, stream) = pubsub.split();
     if shared.is_home() {
         bounded(shared, shutdown, "subscribe control", sink.subscribe(keys::CONTROL_CHANNEL)).await?;
@@ -188,14 +191,14 @@ async fn serve_connection(
 /// Dispatches one message: prices to the fan-out pool, other nodes' control messages to the
 /// listener.
 fn handle(shared: &Shared, msg: &redis::Msg) {
+    dispatch(shared, msg.get_channel_name(), msg.get_payload_bytes());
+}
+
+/// [`handle`] for a message already taken apart (the cluster subscriber's pushes too).
+pub(crate) fn dispatch(shared: &Shared, channel: &str, payload: &[u8]) {
     let count = |kind: &str| shared.metrics.broker_messages.with_label_values(&[kind]).inc();
     let config = &shared.config;
-    match wire::decode_message(
-        msg.get_channel_name(),
-        msg.get_payload_bytes(),
-        &config.control_auth,
-        &config.bounds,
-    ) {
+    match wire::decode_message(channel, payload, &config.control_auth, &config.bounds) {
         Incoming::Price(tick) => {
             count("price");
             shared.metrics.redis_shard_messages.with_label_values(&[shared.label()]).inc();

@@ -324,8 +324,7 @@ impl SessionOpts {
 
 /// A comma-separated list of one or more Redis URLs (one per shard).
 fn redis_url(list: &str) -> Result<(), String> {
-    let scheme = |u: &String| ["redis://", "rediss://", "unix://"].iter().any(|s| u.starts_with(s));
-    match tickstream_redis::split_urls(list).iter().find(|u| !scheme(u)) {
+    match tickstream_redis::split_urls(list).iter().find(|u| !tickstream_redis::known_scheme(u)) {
         // Redacted: the URL may carry a password.
         Some(bad) => {
             Err(format!("--redis must be redis:// URLs, got {:?}", tickstream_redis::redact_url(bad)))

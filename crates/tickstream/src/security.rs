@@ -154,7 +154,7 @@ impl RedisTlsOpts {
     /// # Errors
     /// TLS flags with a plain URL, or a file that does not load.
     pub fn load(&self, url: &str) -> io::Result<Option<RedisTls>> {
-        if !url.starts_with("rediss://") {
+        if !url.starts_with("rediss://") && !url.starts_with("rediss+cluster://") {
             return if self.any() {
                 Err(invalid("--redis-ca and --redis-tls-* need a rediss:// URL".into()))
             } else {

@@ -1,7 +1,7 @@
 //! Test harness: a real `serve` node on an ephemeral port and the [`client::Client`] every test
 //! talks to it with (real HTTP, real WebSocket); gauges are read by scraping `/metrics`, as an
 //! operator would. [`eventually`] is the one way to wait, [`stalled`] the one stalled reader,
-//! and [`cluster`] runs the binary as separate processes.
+//! [`cluster`] runs the binary as separate processes, and [`redis_cluster`] a Redis Cluster.
 //!
 //! The free functions re-exported here (`next_json`, `close_code`, `price_round`, …) keep the
 //! paths the test files and the helpers' other users import them by.
@@ -10,6 +10,7 @@
 pub mod client;
 pub mod cluster;
 pub mod eventually;
+pub mod redis_cluster;
 pub mod sse;
 pub mod stalled;
 pub mod webdriver;
