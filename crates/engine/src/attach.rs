@@ -39,7 +39,7 @@ impl Engine {
             st.wake();
             st.pending.clear();
             st.snapshot = None;
-            st.statuses.clear();
+            st.statuses = None;
             if st.life != Life::Streaming {
                 st.set_life(Life::Streaming, &self.inner.metrics);
             }
@@ -111,7 +111,9 @@ impl Engine {
             let mut st = session.stream.lock();
             for t in &removed {
                 st.pending.remove(t);
-                st.statuses.remove(t);
+                if let Some(statuses) = &mut st.statuses {
+                    statuses.remove(t);
+                }
                 if let Some(snapshot) = &mut st.snapshot {
                     snapshot.remove(t);
                 }
@@ -142,7 +144,7 @@ impl Engine {
             if let Some(s) = self.inner.fanout.status.snapshot_status(v)
                 && s.status() != TickerStatus::Live
             {
-                st.statuses.entry(v.ticker()).or_insert(s);
+                st.statuses.get_or_insert_with(Default::default).entry(v.ticker()).or_insert(s);
             }
         }
     }

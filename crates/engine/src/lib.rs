@@ -184,6 +184,8 @@ pub(crate) fn unavailable(e: BrokerError) -> ServiceError {
 #[cfg(test)]
 mod coalesce_tests;
 #[cfg(test)]
+mod size_tests;
+#[cfg(test)]
 mod status_tests;
 #[cfg(test)]
 mod symbol_tests;

@@ -188,6 +188,7 @@ impl Engine {
             st.set_life(Life::Ended(reason), &self.inner.metrics);
             st.pending = Default::default();
             st.snapshot = None;
+            st.statuses = None;
             st.wake();
         }
         let mut membership = session.membership.lock();
@@ -220,7 +221,7 @@ impl Engine {
             created_at_ms: session.created_at_ms,
             ttl: self.inner.config.session_ttl,
             max_rate_hz: session.max_rate_hz,
-            owner: session.owner.clone(),
+            owner: session.owner.as_deref().map(String::from),
         })
     }
 

@@ -82,9 +82,9 @@ impl Stream for Updates {
                     this.last_emit = Some(now);
                     return Poll::Ready(Some(SessionEvent::Snapshot(snapshot.into_values().collect())));
                 }
-                if !st.statuses.is_empty() {
-                    let statuses = st.statuses.drain().map(|(_, s)| s).collect();
-                    return Poll::Ready(Some(SessionEvent::Status(statuses)));
+                // A ticker change may have emptied the map: nothing to send then.
+                if let Some(statuses) = st.statuses.take().filter(|s| !s.is_empty()) {
+                    return Poll::Ready(Some(SessionEvent::Status(statuses.into_values().collect())));
                 }
                 let pace_until =
                     this.last_emit.zip(this.min_interval).and_then(|(at, gap)| at.checked_add(gap));
@@ -120,7 +120,7 @@ impl Drop for Updates {
             st.waker = None;
             st.pending = Default::default();
             st.snapshot = None;
-            st.statuses = Default::default();
+            st.statuses = None;
         }
     }
 }

@@ -17,6 +17,7 @@
 //! unit-tested with channels and tokio's paused clock.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -36,9 +37,11 @@ use crate::encoding::{Encoding, Reply};
 use crate::protocol::DataKind;
 
 mod requests;
+mod send;
 mod shutdown;
 
 use requests::{Request, Requests};
+use send::timed_send;
 
 /// What the connection loop needs from a socket.
 pub trait Transport:
@@ -286,14 +289,26 @@ impl<S: MonitoringService> Connection<S> {
         Ok(())
     }
 
-    async fn reply<T: Transport>(&self, ws: &mut T, reply: &Reply) -> Result<(), Ending> {
-        self.write(ws, self.encoding.reply(reply)).await
+    fn reply<'a, T: Transport>(
+        &'a self,
+        ws: &'a mut T,
+        reply: &Reply,
+    ) -> impl Future<Output = Result<(), Ending>> + 'a {
+        self.write(ws, self.encoding.reply(reply))
     }
 
-    async fn write<T: Transport>(&self, ws: &mut T, msg: Message) -> Result<(), Ending> {
-        timed_send(ws, msg, self.config.write_timeout, Some(&self.shutdown)).await?;
-        self.metrics.ws_messages_sent.inc();
-        Ok(())
+    /// Not an `async fn`: its future would store `msg` again beside the write's own copy.
+    fn write<'a, T: Transport>(
+        &'a self,
+        ws: &'a mut T,
+        msg: Message,
+    ) -> impl Future<Output = Result<(), Ending>> + 'a {
+        let sent = &self.metrics.ws_messages_sent;
+        timed_send(ws, msg, self.config.write_timeout, Some(&self.shutdown)).map(move |result| {
+            result?;
+            sent.inc();
+            Ok(())
+        })
     }
 
     /// Counts delivered updates and, for prices, their delivery latency. A snapshot's `ts` is
@@ -339,40 +354,6 @@ impl<S: MonitoringService> Connection<S> {
     }
 }
 
-/// Sends one message within `limit`; a pending write also gives way to `shutdown`, so a
-/// client that stopped reading still gets its 1001 within the close grace period.
-///
-/// Almost every write completes at once (the kernel buffer has room), so the deadline timer is
-/// armed only when the first attempt is pending: a timer per message would cost a timer-wheel
-/// insert and removal on the hottest path.
-async fn timed_send<T: Transport>(
-    ws: &mut T,
-    msg: Message,
-    limit: Duration,
-    shutdown: Option<&CancellationToken>,
-) -> Result<(), Ending> {
-    let mut send = ws.send(msg);
-    let sent = match (&mut send).now_or_never() {
-        Some(result) => result,
-        None => {
-            let stopping = async {
-                match shutdown {
-                    Some(token) => token.cancelled().await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                timed = tokio::time::timeout(limit, send) => match timed {
-                    Ok(result) => result,
-                    Err(_) => return Err(Ending::Server(CloseCode::SlowClient)),
-                },
-                () = stopping => return Err(Ending::Server(CloseCode::GoingAway)),
-            }
-        }
-    };
-    sent.map_err(|_| Ending::Lost)
-}
-
 pub(crate) fn close_code(reason: CloseReason) -> CloseCode {
     match reason {
         CloseReason::Replaced => CloseCode::Replaced,
@@ -396,5 +377,7 @@ fn read_error(e: WsError) -> Ending {
     }
 }
 
+#[cfg(test)]
+mod size_tests;
 #[cfg(test)]
 mod tests;

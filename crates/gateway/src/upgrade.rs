@@ -7,6 +7,8 @@
 //! for it even mid-upgrade), and no extractor wrapper state stays in every connection's task for
 //! its whole life. What the task then runs is `connection`.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, Request, State};
@@ -28,7 +30,7 @@ use crate::connection::Connection;
 use crate::encoding::Encoding;
 use crate::error::ApiError;
 use crate::limits::table::Slot;
-use crate::limits::{Client, ClientKey};
+use crate::limits::{Client, ClientKey, Limits};
 use tokio::sync::OwnedSemaphorePermit;
 
 #[derive(Debug, Deserialize)]
@@ -101,19 +103,11 @@ pub async fn ws_upgrade<S: MonitoringService>(
         _ => None,
     };
     // Attaching here replaces (4409) any older socket of the session before this one upgrades.
-    let mut updates = st.service.stream_price_updates(session).await.inspect_err(|e| {
+    let updates = st.service.stream_price_updates(session).await.inspect_err(|e| {
         if matches!(e, tickstream_api::ServiceError::SessionNotFound) {
             st.limits.session_gone(session);
         }
     })?;
-    let cfg = &st.config;
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(cfg.read_buffer_size)
-        // Every message is flushed at once: latency first, and nothing queues in tungstenite.
-        .write_buffer_size(0)
-        .max_write_buffer_size(cfg.max_frame_bytes * 4 + 64 * 1024)
-        .max_message_size(Some(cfg.max_frame_bytes))
-        .max_frame_size(Some(cfg.max_frame_bytes));
     let connection = Connection {
         service: st.service.clone(),
         session,
@@ -124,29 +118,57 @@ pub async fn ws_upgrade<S: MonitoringService>(
         encoding: handshake.encoding,
     };
     let response = handshake.response();
-    let on_upgrade = handshake.on_upgrade;
-    let metrics = st.metrics.clone();
-    let limits = st.limits.clone();
-    st.tracker.spawn(async move {
-        let _task = metrics.task("ws_connection");
-        let _permit = permit;
-        let _per_client = per_client;
-        // Resolves once hyper has sent the 101 and handed over the connection; fails if the
-        // client went away first (then `updates` drops here and the session detaches).
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(e) => return tracing::debug!(error = %e, session = %tickstream_auth::fingerprint(session.to_string()), "websocket upgrade failed"),
-        };
-        let _open = GaugeGuard::new(&metrics.ws_connections);
-        let mut socket =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config)).await;
-        let ending = connection.run(&mut socket, &mut updates).await;
-        if ending == Ending::Server(CloseCode::SessionEnded) {
-            limits.session_gone(session);
-        }
-        tracing::debug!(session = %tickstream_auth::fingerprint(session.to_string()), ?ending, "websocket closed");
-    });
+    let admitted = Admitted { permit, per_client, session };
+    st.tracker.spawn(connection_task(connection, updates, handshake.on_upgrade, admitted, st.limits.clone()));
     Ok(response)
+}
+
+/// The connection task: waits for hyper to hand over the upgraded connection, then runs the
+/// connection loop on it, holding the admission (`admitted`) until it ends.
+///
+/// This future is what every connection costs besides its socket and session, so it holds each
+/// thing once: an `async` function's arguments stay in its state for its whole life, hence no
+/// argument that only builds something else (the WebSocket configuration is made here from
+/// the connection's config, not passed in: −64 B), and the connection, the stream and the socket
+/// are borrowed by the loop, not moved into it. Its size is pinned by a test
+/// (`connection::size_tests`).
+pub(crate) async fn connection_task<S: MonitoringService>(
+    connection: Connection<S>,
+    mut updates: S::Updates,
+    on_upgrade: OnUpgrade,
+    admitted: Admitted,
+    limits: Arc<Limits>,
+) {
+    let session = admitted.session;
+    let _task = connection.metrics.task("ws_connection");
+    // Resolves once hyper has sent the 101 and handed over the connection; fails if the
+    // client went away first (then `updates` drops here and the session detaches).
+    let upgraded = match on_upgrade.await {
+        Ok(upgraded) => upgraded,
+        Err(e) => {
+            return tracing::debug!(error = %e, session = %tickstream_auth::fingerprint(session.to_string()), "websocket upgrade failed");
+        }
+    };
+    let _open = GaugeGuard::new(&connection.metrics.ws_connections);
+    let config = ws_config(&connection.config);
+    let mut socket =
+        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let ending = connection.run(&mut socket, &mut updates).await;
+    if ending == Ending::Server(CloseCode::SessionEnded) {
+        limits.session_gone(session);
+    }
+    tracing::debug!(session = %tickstream_auth::fingerprint(session.to_string()), ?ending, "websocket closed");
+}
+
+/// tungstenite's settings for one connection.
+fn ws_config(cfg: &crate::GatewayConfig) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(cfg.read_buffer_size)
+        // Every message is flushed at once: latency first, and nothing queues in tungstenite.
+        .write_buffer_size(0)
+        .max_write_buffer_size(cfg.max_frame_bytes * 4 + 64 * 1024)
+        .max_message_size(Some(cfg.max_frame_bytes))
+        .max_frame_size(Some(cfg.max_frame_bytes))
 }
 
 /// A checked handshake: what the 101 response needs and the pending upgraded connection.

@@ -42,10 +42,11 @@ async fn a_compressed_profile_matches_the_servers_counters() {
 
     assert!(r.errors.is_empty(), "{:?}", r.errors);
     assert_eq!(r.availability_pct(), 100.0);
-    assert_eq!(r.peak_users, 20);
-    // All 20 at once only if every user's create + handshake fits in the 1 s hold, which a
-    // loaded machine does not promise (CI saw 17); that every user got its socket is `ws_ok`.
-    assert!((1..=20).contains(&r.peak_sockets), "{}", r.peak_sockets);
+    // All 20 at once only if every user starts, creates and shakes hands within the 1 s hold,
+    // which a loaded machine does not promise (runs saw 19 users, 17 sockets); that every user
+    // ran and got its socket is `sessions_ok` and `ws_ok`, below.
+    assert!((1..=20).contains(&r.peak_users), "{}", r.peak_users);
+    assert!((1..=r.peak_users).contains(&r.peak_sockets), "{}", r.peak_sockets);
     assert_eq!(r.sessions_ok, 20, "each of the 20 users created one session");
     assert_eq!(r.sessions_ok as i64, metric_sum(&m, "tickstream_session_create_seconds_count"));
     assert_eq!(r.ws_ok, 20);

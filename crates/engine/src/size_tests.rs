@@ -1,0 +1,24 @@
+//! What one session costs the engine, pinned: every idle connection in `serve` carries one
+//! `Session` (behind an `Arc`) and one `Updates` (inline in its connection task), so a field
+//! added to either shows up in `scripts/bench idle-memory` ten thousand times over. These bounds
+//! are the sizes in the test profile (release is the same or smaller); raise one only with a
+//! measurement of what the field buys (docs/benchmarks.md, "Memory per connection, again").
+
+use std::mem::size_of;
+
+use crate::Updates;
+use crate::session::{Session, StreamState};
+
+/// glibc's chunk for an `Arc<Session>` is its 16-byte header plus the session, plus 8, rounded
+/// up to 16: at 232 B or less the session sits in a 240 B chunk (it took 320 B with the
+/// snapshot and status maps inline and the owner a `String`).
+#[test]
+fn a_session_fits_its_chunk() {
+    assert!(size_of::<StreamState>() <= 104, "StreamState is {} B", size_of::<StreamState>());
+    assert!(size_of::<Session>() <= 216, "Session is {} B", size_of::<Session>());
+}
+
+#[test]
+fn an_update_stream_stays_small() {
+    assert!(size_of::<Updates>() <= 72, "Updates is {} B", size_of::<Updates>());
+}
