@@ -196,7 +196,7 @@ pub struct ServeArgs {
     pub no_feed: bool,
     /// Use Redis as the broker and session store (e.g. redis://127.0.0.1:6379), so several
     /// `serve` nodes share prices and sessions; comma-separated URLs shard tickers over several
-    /// Redis. Without it everything stays in this process. redis://:PASS@host; rediss:// for TLS.
+    /// Redis; redis+cluster://seed,… one Redis Cluster. Without it all stays in this process.
     #[arg(long, env = "TICKSTREAM_REDIS", hide_env_values = true)]
     pub redis: Option<String>,
     /// File holding the cluster secret: control messages on Redis are signed with it
@@ -223,7 +223,7 @@ pub struct EngineArgs {
     #[arg(long, env = "TICKSTREAM_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
     pub metrics_listen: SocketAddr,
     /// Redis shared by every node (broker and session store); comma-separated URLs shard
-    /// tickers over several Redis. redis://:PASS@host for a password, rediss:// for TLS.
+    /// tickers over several Redis; redis+cluster://seed,… one Redis Cluster. rediss:// for TLS.
     #[arg(long, env = "TICKSTREAM_REDIS", hide_env_values = true, default_value = DEFAULT_REDIS)]
     pub redis: String,
     #[command(flatten)]
@@ -276,7 +276,7 @@ pub struct GatewayArgs {
 /// Flags of `tickstream feed`.
 #[derive(Debug, Clone, Parser)]
 pub struct FeedArgs {
-    /// Redis to publish into, comma-separated for shards (redis://:PASS@host, rediss:// for TLS).
+    /// Redis to publish into: comma-separated for shards, redis+cluster:// seeds for a Cluster.
     #[arg(long, env = "TICKSTREAM_REDIS", hide_env_values = true, default_value = DEFAULT_REDIS)]
     pub redis: String,
     /// File holding the cluster secret: control messages on Redis are signed with it
