@@ -20,6 +20,8 @@
 //!   a stream dropped by the gateway cancels the call, which detaches the session on the engine.
 //!   Create and publish (prices or statuses, [`status`]) are not retried after a timeout (they
 //!   may already have been applied).
+//! - **Publishes** ([`publish`]). Publishes that arrive together share one `PublishPrices`
+//!   call (at most a few in flight), each still answered on its own.
 //!
 //! This module holds the handle, its settings and the connections, and maps each
 //! [`MonitoringService`] method onto the parts; errors become [`ServiceError`] only here.
@@ -29,6 +31,7 @@ mod failover;
 mod link;
 mod placement;
 mod probe;
+mod publish;
 mod status;
 #[cfg(test)]
 mod testing;
@@ -136,6 +139,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     round_robin: AtomicUsize,
     routes: Routes,
+    publishes: publish::Publishes,
 }
 
 /// One engine: its connections, and whether it answered its last probe or call.
@@ -204,6 +208,7 @@ impl RemoteEngine {
                 metrics,
                 round_robin: AtomicUsize::new(0),
                 routes: Routes::default(),
+                publishes: publish::Publishes::default(),
             }),
         })
     }
@@ -224,6 +229,19 @@ fn secure(endpoint: Endpoint, uri: &str, security: &ClientSecurity) -> Result<En
 }
 
 impl Inner {
+    /// One `PublishPrices` call with `ticks` (see [`publish`] for how publishes share it).
+    async fn publish_now(&self, ticks: &[Tick]) -> Result<(), ServiceError> {
+        let msg = pb::PublishPricesRequest { prices: ticks.iter().map(price_out).collect() };
+        let timeout = self.config.call_timeout;
+        let key = rand::rng().random();
+        self.call_once_sent(self.order_any(), key, |mut c| {
+            let msg = msg.clone();
+            async move { c.publish_prices(request(msg, timeout)).await }
+        })
+        .await?;
+        Ok(())
+    }
+
     /// Engines to try for a session, in its rendezvous order (see [`placement::session_order`]).
     fn order_for(&self, id: SessionId, last: Option<usize>) -> Vec<usize> {
         placement::session_order(session_hash(id), &self.up_flags(), last)
@@ -344,16 +362,7 @@ impl MonitoringService for RemoteEngine {
     }
 
     async fn publish(&self, ticks: Vec<Tick>) -> Result<(), ServiceError> {
-        let msg = pb::PublishPricesRequest { prices: ticks.iter().map(price_out).collect() };
-        let timeout = self.inner.config.call_timeout;
-        let key = rand::rng().random();
-        self.inner
-            .call_once_sent(self.inner.order_any(), key, |mut c| {
-                let msg = msg.clone();
-                async move { c.publish_prices(request(msg, timeout)).await }
-            })
-            .await?;
-        Ok(())
+        self.inner.publish_combined(ticks).await
     }
 
     async fn publish_status(
