@@ -122,9 +122,8 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             Err(e) => {
                 let pause = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in = ?pause, "redis: cannot reach the cluster; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(pause) => {}
+                if !crate::subscriber::sleep_or_shutdown(pause, &shutdown).await {
+                    return;
                 }
             }
         }

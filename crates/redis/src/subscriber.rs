@@ -226,7 +226,7 @@ pub(crate) fn dispatch(shared: &Shared, channel: &str, payload: &[u8]) {
     }
 }
 
-async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {
+pub(crate) async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         () = shutdown.cancelled() => false,
         () = tokio::time::sleep(d) => true,

@@ -230,8 +230,8 @@ fn secure(endpoint: Endpoint, uri: &str, security: &ClientSecurity) -> Result<En
 
 impl Inner {
     /// One `PublishPrices` call with `ticks` (see [`publish`] for how publishes share it).
-    async fn publish_now(&self, ticks: &[Tick]) -> Result<(), ServiceError> {
-        let msg = pb::PublishPricesRequest { prices: ticks.iter().map(price_out).collect() };
+    async fn publish_now<'a>(&self, ticks: impl IntoIterator<Item = &'a Tick>) -> Result<(), ServiceError> {
+        let msg = pb::PublishPricesRequest { prices: ticks.into_iter().map(price_out).collect() };
         let timeout = self.config.call_timeout;
         let key = rand::rng().random();
         self.call_once_sent(self.order_any(), key, |mut c| {

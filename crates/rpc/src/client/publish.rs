@@ -110,15 +110,10 @@ impl Inner {
         while let Some(batch) = self.publishes.next_batch() {
             #[cfg(test)]
             self.publishes.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if let [one] = &batch[..] {
-                let result = self.publish_now(&one.ticks).await;
-                answer_all(batch, &result);
-                continue;
-            }
-            let all: Vec<Tick> = batch.iter().flat_map(|p| p.ticks.iter().cloned()).collect();
-            match self.publish_now(&all).await {
+            // The request is built from every publish's ticks in place: nothing is copied.
+            match self.publish_now(batch.iter().flat_map(|p| &p.ticks)).await {
                 // Nothing of the call was applied: each publish alone, for its own verdict.
-                Err(e) if !matches!(e, ServiceError::Unavailable(_)) => {
+                Err(e) if batch.len() > 1 && !matches!(e, ServiceError::Unavailable(_)) => {
                     for p in batch {
                         let result = self.publish_now(&p.ticks).await;
                         let _ = p.answer.send(result);
