@@ -11,6 +11,15 @@ use tickstream::{engine, feed, gateway, serve};
 use tickstream_redis::redact_urls;
 use tickstream_telemetry::logging;
 
+// jemalloc rather than glibc malloc, by measurement (docs/benchmarks.md "The allocator"): an idle
+// connection costs ~3.7 instead of ~4.6 KB of RSS, because glibc keeps the holes that the
+// session-creation and upgrade buffers leave between long-lived allocations (its arenas are
+// ~25 % free at 10,000 idle sockets), and memory freed on another thread than the one that
+// allocated it (the link's ticks, h2 frames) takes glibc's slow path.
+#[cfg(unix)]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     // Not `#[tokio::main]`: the runtime records the poll-time and schedule-latency histograms
     // that `/metrics` exports as `tickstream_runtime_*` (see `tickstream_telemetry::build_runtime`).
