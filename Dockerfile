@@ -6,12 +6,14 @@
 #
 # Build stage: the toolchain rust-toolchain.toml names (rustup installs it from that file), the
 # locked dependency graph (--locked), release profile. protoc is vendored (protoc-bin-vendored)
-# and nothing links OpenSSL, so the base image needs no extra packages.
+# and nothing links OpenSSL; the one extra package is `make`, which jemalloc's C build (the
+# binary's allocator, tikv-jemalloc-sys) runs and the slim image lacks.
 ARG RUST_IMAGE=rust:1-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS build
 WORKDIR /src
+RUN apt-get update && apt-get install -y --no-install-recommends make && rm -rf /var/lib/apt/lists/*
 COPY rust-toolchain.toml ./
 # Installs (and caches in its own layer) exactly the toolchain the file pins.
 RUN rustup toolchain install && rustc --version && cargo --version
