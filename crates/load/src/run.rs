@@ -78,15 +78,15 @@ pub async fn run(args: &LoadArgs) -> Result<Results, LoadError> {
 
     let background = TaskTracker::new();
     let stop_publisher = CancellationToken::new();
-    let rate = args.publish_rate / count + u32::from(index < args.publish_rate % count);
-    if rate > 0 {
+    if args.publish_rate > 0 {
         let n = args.publish_tickers.unwrap_or(args.universe).min(universe.len());
         let publisher = Publisher {
             http,
             base,
             peer: args.peer,
             tickers: universe[..n].to_vec(),
-            rate,
+            rate: args.publish_rate,
+            share: (index, count),
             token: ctx.credentials.for_publisher(),
         };
         background.spawn(publisher.run(Arc::clone(&ctx), stop_publisher.clone()));
