@@ -77,9 +77,11 @@ impl Stream for Updates {
                     this.finished = true;
                     return Poll::Ready(Some(SessionEvent::Closed(CloseReason::Replaced)));
                 }
-                let now = Instant::now();
+                // The clock only matters to a rate-capped session: read on every poll (twice per
+                // data frame) it was ~1 % of the one-ticker fan-out's CPU.
+                let now = this.min_interval.is_some().then(Instant::now);
                 if let Some(snapshot) = st.snapshot.take() {
-                    this.last_emit = Some(now);
+                    this.last_emit = now;
                     return Poll::Ready(Some(SessionEvent::Snapshot(snapshot.into_values().collect())));
                 }
                 // A ticker change may have emptied the map: nothing to send then.
@@ -88,8 +90,9 @@ impl Stream for Updates {
                 }
                 let pace_until =
                     this.last_emit.zip(this.min_interval).and_then(|(at, gap)| at.checked_add(gap));
-                if !st.pending.is_empty() && pace_until.is_none_or(|at| at <= now) {
-                    this.last_emit = Some(now);
+                // `pace_until` is set only with `min_interval`, so with `now`.
+                if !st.pending.is_empty() && pace_until.zip(now).is_none_or(|(at, now)| at <= now) {
+                    this.last_emit = now;
                     let batch = st.pending.drain().map(|(_, tick)| tick).collect();
                     return Poll::Ready(Some(SessionEvent::Prices(batch)));
                 }

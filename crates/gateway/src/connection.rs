@@ -36,6 +36,8 @@ use crate::close::{CloseCode, Ending};
 use crate::encoding::{Encoding, Reply};
 use crate::protocol::DataKind;
 
+mod flag;
+mod inbound;
 mod requests;
 mod send;
 mod shutdown;
@@ -196,6 +198,8 @@ impl<S: MonitoringService> Connection<S> {
         let mut inbound = Bucket::new(cfg.client_msg_burst, cfg.client_msg_per_sec);
         let mut requests =
             Requests::new(&*self.service, self.session, cfg.client_msg_burst as usize, self.auth.as_deref());
+        // Reads the socket only when it signalled, once busy (`inbound`).
+        let mut reads = inbound::Inbound::default();
         loop {
             // Biased, in this order: shutdown and the heartbeat before client frames, and all of
             // them before data, so a busy stream can never starve a ping (a browser answers
@@ -216,7 +220,7 @@ impl<S: MonitoringService> Connection<S> {
                     }
                     timer.as_mut().reset(heartbeat.next_wakeup());
                 }
-                frame = ws.next() => {
+                frame = std::future::poll_fn(|cx| reads.poll_next(ws, cx)) => {
                     // Anything from the client proves it is alive.
                     heartbeat.heard(Instant::now());
                     let request = match frame {

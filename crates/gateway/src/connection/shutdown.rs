@@ -9,22 +9,17 @@
 //! list holds a waker of ours that sets `fired` and wakes the task: a turn costs an uncontended
 //! atomic load and an `AtomicWaker` check on memory only this connection touches.
 //!
-//! The flag is a 64-byte allocation, so only a busy connection gets one: the first
-//! [`BUSY_AFTER`] polls go to the token's future directly, as before. An idle connection (a ping
-//! every 30 s) stays under it for hours and keeps the idle-memory figure; one that streams data
-//! passes it within a second.
+//! Only a busy connection gets the flag (`flag`): the first [`BUSY_AFTER`] polls go to the
+//! token's future directly.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
-use futures::task::AtomicWaker;
 use tokio_util::sync::WaitForCancellationFuture;
 
-/// Polls that go to the token's future directly before a connection gets its own flag.
-const BUSY_AFTER: u32 = 256;
+use super::flag::{BUSY_AFTER, Flag};
 
 /// Resolves when the token behind `wait` is cancelled; see the module docs.
 pub(super) struct Shutdown<'t, 'p> {
@@ -33,24 +28,6 @@ pub(super) struct Shutdown<'t, 'p> {
     /// Created after [`BUSY_AFTER`] polls, when `wait` registers it in the token's wait list
     /// in place of the task's waker.
     flag: Option<Arc<Flag>>,
-}
-
-/// The waker in the token's wait list: records that it fired, then wakes the task.
-#[derive(Default)]
-struct Flag {
-    fired: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.fired.store(true, Ordering::Release);
-        self.task.wake();
-    }
 }
 
 impl<'t, 'p> Shutdown<'t, 'p> {
@@ -66,9 +43,7 @@ impl Future for Shutdown<'_, '_> {
         let this = &mut *self;
         let flag = match &this.flag {
             Some(flag) => {
-                flag.task.register(cx.waker());
-                // Checked after registering, so a wake racing this poll is never lost.
-                if !flag.fired.load(Ordering::Acquire) {
+                if !flag.take(cx) {
                     return Poll::Pending;
                 }
                 Arc::clone(flag)
@@ -78,14 +53,12 @@ impl Future for Shutdown<'_, '_> {
                 return this.wait.as_mut().poll(cx);
             }
             None => {
-                let flag = Arc::new(Flag::default());
-                flag.task.register(cx.waker());
+                let flag = Flag::armed(cx);
                 this.flag = Some(Arc::clone(&flag));
                 flag
             }
         };
         // The switch to the flag, or the flag fired: ask the token itself (its locks, once).
-        flag.fired.store(false, Ordering::Relaxed);
         let waker = Waker::from(Arc::clone(&flag));
         this.wait.as_mut().poll(&mut Context::from_waker(&waker))
     }
@@ -93,7 +66,8 @@ impl Future for Shutdown<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
 
     use tokio_util::sync::CancellationToken;
 

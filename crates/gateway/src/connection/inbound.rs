@@ -1,0 +1,175 @@
+//! The connection loop's client-frame branch: a busy connection reads the socket only after it
+//! signalled.
+//!
+//! The loop polls every branch on every turn, and a data frame takes two turns (the one that
+//! takes the batch and writes it, then the one that finds nothing and parks), so a connection
+//! that streams polled its idle socket twice per frame. That is not free: tokio-tungstenite
+//! registers the waker in its read proxy through a fresh `Arc` waker, and tungstenite's read goes
+//! down to the socket's readiness, whose waiter list is a lock (`AtomicWaker::register` 2.9 %
+//! and `Registration::poll_ready` 2.7 % of the server's CPU in the one-ticker fan-out profile,
+//! `docs/benchmarks.md`, "Frame cost, again"). Through a [`Flag`] as the read side's waker, a
+//! turn the socket did not signal costs an atomic load instead.
+//!
+//! A read that returns a frame marks the flag again: tungstenite may hold further frames in its
+//! buffer, which no new readiness would announce.
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use futures::StreamExt;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::Transport;
+use super::flag::{BUSY_AFTER, Flag};
+
+/// The read side's branch state; see the module docs.
+#[derive(Default)]
+pub(super) struct Inbound {
+    polls: u32,
+    /// Created after [`BUSY_AFTER`] polls; from then on the socket's read side wakes it.
+    flag: Option<Arc<Flag>>,
+}
+
+impl Inbound {
+    /// The next client frame, as `ws.poll_next` gives it; `Pending` at once when the socket
+    /// has not signalled since it last answered `Pending`.
+    pub(super) fn poll_next<T: Transport>(
+        &mut self,
+        ws: &mut T,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Message, WsError>>> {
+        let flag = match &self.flag {
+            Some(flag) => {
+                if !flag.take(cx) {
+                    return Poll::Pending;
+                }
+                flag
+            }
+            None if self.polls < BUSY_AFTER => {
+                self.polls += 1;
+                return ws.poll_next_unpin(cx);
+            }
+            None => self.flag.insert(Flag::armed(cx)),
+        };
+        let waker = Waker::from(Arc::clone(flag));
+        let polled = ws.poll_next_unpin(&mut Context::from_waker(&waker));
+        if polled.is_ready() {
+            flag.mark();
+        }
+        polled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use futures::channel::mpsc;
+    use futures::{Sink, Stream};
+
+    use super::*;
+
+    /// A transport whose frames come from a channel, counting how often it is polled.
+    struct Counted {
+        frames: mpsc::UnboundedReceiver<Result<Message, WsError>>,
+        polls: usize,
+    }
+
+    impl Stream for Counted {
+        type Item = Result<Message, WsError>;
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            self.polls += 1;
+            self.frames.poll_next_unpin(cx)
+        }
+    }
+
+    impl Sink<Message> for Counted {
+        type Error = WsError;
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), WsError> {
+            Ok(())
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn setup() -> (Inbound, Counted, mpsc::UnboundedSender<Result<Message, WsError>>, Arc<Count>, Waker) {
+        let (tx, rx) = mpsc::unbounded();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        (Inbound::default(), Counted { frames: rx, polls: 0 }, tx, count, waker)
+    }
+
+    fn busy(inbound: &mut Inbound, ws: &mut Counted, cx: &mut Context<'_>) {
+        for _ in 0..=BUSY_AFTER {
+            assert!(inbound.poll_next(ws, cx).is_pending());
+        }
+        assert!(inbound.flag.is_some());
+    }
+
+    #[test]
+    fn a_busy_connection_skips_the_socket_until_it_signals() {
+        let (mut inbound, mut ws, tx, count, waker) = setup();
+        let mut cx = Context::from_waker(&waker);
+        busy(&mut inbound, &mut ws, &mut cx);
+        let polls = ws.polls;
+        for _ in 0..10 {
+            assert!(inbound.poll_next(&mut ws, &mut cx).is_pending());
+        }
+        assert_eq!(ws.polls, polls, "no signal, no read");
+        tx.unbounded_send(Ok(Message::text("a"))).unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the socket's signal wakes the task");
+        assert!(matches!(inbound.poll_next(&mut ws, &mut cx), Poll::Ready(Some(Ok(_)))));
+        assert_eq!(ws.polls, polls + 1);
+    }
+
+    /// Frames already buffered need no new signal: after a frame the socket is read again.
+    #[test]
+    fn buffered_frames_are_read_without_a_new_signal() {
+        let (mut inbound, mut ws, tx, _, waker) = setup();
+        let mut cx = Context::from_waker(&waker);
+        busy(&mut inbound, &mut ws, &mut cx);
+        for text in ["a", "b", "c"] {
+            tx.unbounded_send(Ok(Message::text(text))).unwrap();
+        }
+        for text in ["a", "b", "c"] {
+            match inbound.poll_next(&mut ws, &mut cx) {
+                Poll::Ready(Some(Ok(Message::Text(t)))) => assert_eq!(t.as_str(), text),
+                other => panic!("expected {text}, got {other:?}"),
+            }
+        }
+        assert!(inbound.poll_next(&mut ws, &mut cx).is_pending());
+        drop(tx);
+        assert!(matches!(inbound.poll_next(&mut ws, &mut cx), Poll::Ready(None)), "the end is seen");
+    }
+
+    #[test]
+    fn an_idle_connection_reads_directly_without_a_flag() {
+        let (mut inbound, mut ws, tx, count, waker) = setup();
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..3 {
+            assert!(inbound.poll_next(&mut ws, &mut cx).is_pending());
+        }
+        assert!(inbound.flag.is_none(), "no allocation for an idle connection");
+        assert_eq!(ws.polls, 3);
+        tx.unbounded_send(Ok(Message::text("a"))).unwrap();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert!(inbound.poll_next(&mut ws, &mut cx).is_ready());
+    }
+}
