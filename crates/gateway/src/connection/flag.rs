@@ -3,20 +3,20 @@
 //! load on memory only this connection touches. Used by `shutdown` (the node's token) and
 //! `inbound` (the socket's read side).
 //!
-//! A flag is a 64-byte allocation, so a connection takes one only once busy: an idle connection
+//! A flag is two small allocations, so a connection takes one only once busy: an idle connection
 //! (a ping every 30 s) stays under [`BUSY_AFTER`] polls for hours and keeps the idle-memory
 //! figure; one that streams data passes it within a second.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Wake};
+use std::task::{Context, Wake, Waker};
 
 use futures::task::AtomicWaker;
 
 /// Polls a branch makes directly before it gets its own flag.
 pub(super) const BUSY_AFTER: u32 = 256;
 
-/// See the module docs.
+/// The waker side: see the module docs.
 #[derive(Default)]
 pub(super) struct Flag {
     fired: AtomicBool,
@@ -24,26 +24,59 @@ pub(super) struct Flag {
 }
 
 impl Flag {
-    /// A new flag with the task's waker registered; the caller polls its source through it at
-    /// once, which puts the flag where the task's waker was.
-    pub(super) fn armed(cx: &Context<'_>) -> Arc<Self> {
-        let flag = Arc::new(Self::default());
-        flag.task.register(cx.waker());
-        flag
-    }
-
-    /// Registers the task's waker, then takes the mark: true when the flag fired since the last
-    /// take (the branch must poll its source, with this flag as the waker).
-    pub(super) fn take(&self, cx: &Context<'_>) -> bool {
-        self.task.register(cx.waker());
-        // Taken after registering, so a wake racing this poll is never lost.
-        self.fired.swap(false, Ordering::AcqRel)
-    }
-
     /// Marks the flag fired without a wake-up: the source has more to give without signalling
     /// again (a socket's read buffer holding further frames).
-    pub(super) fn mark(&self) {
+    fn mark(&self) {
         self.fired.store(true, Ordering::Release);
+    }
+}
+
+/// The polling side: the flag, and the task's waker as last registered in it. Boxed, so the
+/// branch's state in every connection's task stays one pointer (the busy ones pay the box).
+pub(super) struct Watch(Box<Polling>);
+
+struct Polling {
+    flag: Arc<Flag>,
+    task: Waker,
+}
+
+impl Watch {
+    /// A new flag with the task's waker registered; the caller polls its source through
+    /// [`Watch::waker`] at once, which puts the flag where the task's waker was.
+    pub(super) fn new(cx: &Context<'_>) -> Self {
+        let flag = Arc::new(Flag::default());
+        flag.task.register(cx.waker());
+        Self(Box::new(Polling { flag, task: cx.waker().clone() }))
+    }
+
+    /// True when the source must be polled (through [`Watch::waker`]): the flag fired, or was
+    /// marked, since the last take.
+    ///
+    /// The common turn — not fired, same task — is one atomic load: the waker registered last
+    /// time is still there, because only a wake-up takes it, and a wake-up marks the flag
+    /// before it takes the waker. Otherwise the task's waker is registered again before the
+    /// mark is taken, so a wake racing this poll is never lost.
+    pub(super) fn take(&mut self, cx: &Context<'_>) -> bool {
+        let this = &mut *self.0;
+        let same = this.task.will_wake(cx.waker());
+        if same && !this.flag.fired.load(Ordering::Acquire) {
+            return false;
+        }
+        if !same {
+            this.task = cx.waker().clone();
+        }
+        this.flag.task.register(cx.waker());
+        this.flag.fired.swap(false, Ordering::AcqRel)
+    }
+
+    /// See [`Flag::mark`].
+    pub(super) fn mark(&self) {
+        self.0.flag.mark();
+    }
+
+    /// The flag as a waker, for polling the source.
+    pub(super) fn waker(&self) -> Waker {
+        Waker::from(Arc::clone(&self.0.flag))
     }
 }
 

@@ -13,21 +13,20 @@
 //! A read that returns a frame marks the flag again: tungstenite may hold further frames in its
 //! buffer, which no new readiness would announce.
 
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use futures::StreamExt;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::Transport;
-use super::flag::{BUSY_AFTER, Flag};
+use super::flag::{BUSY_AFTER, Watch};
 
 /// The read side's branch state; see the module docs.
 #[derive(Default)]
 pub(super) struct Inbound {
     polls: u32,
     /// Created after [`BUSY_AFTER`] polls; from then on the socket's read side wakes it.
-    flag: Option<Arc<Flag>>,
+    flag: Option<Watch>,
 }
 
 impl Inbound {
@@ -38,7 +37,7 @@ impl Inbound {
         ws: &mut T,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, WsError>>> {
-        let flag = match &self.flag {
+        let flag = match &mut self.flag {
             Some(flag) => {
                 if !flag.take(cx) {
                     return Poll::Pending;
@@ -49,9 +48,9 @@ impl Inbound {
                 self.polls += 1;
                 return ws.poll_next_unpin(cx);
             }
-            None => self.flag.insert(Flag::armed(cx)),
+            None => self.flag.insert(Watch::new(cx)),
         };
-        let waker = Waker::from(Arc::clone(flag));
+        let waker = flag.waker();
         let polled = ws.poll_next_unpin(&mut Context::from_waker(&waker));
         if polled.is_ready() {
             flag.mark();
@@ -63,8 +62,11 @@ impl Inbound {
 #[cfg(test)]
 mod tests {
     use std::pin::Pin;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
+
+    use std::task::Waker;
 
     use futures::channel::mpsc;
     use futures::{Sink, Stream};
@@ -137,6 +139,21 @@ mod tests {
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "the socket's signal wakes the task");
         assert!(matches!(inbound.poll_next(&mut ws, &mut cx), Poll::Ready(Some(Ok(_)))));
         assert_eq!(ws.polls, polls + 1);
+    }
+
+    /// A wake-up takes the registered waker, so the poll after it registers again: every later
+    /// signal still reaches the task.
+    #[test]
+    fn every_signal_wakes_the_task_not_only_the_first() {
+        let (mut inbound, mut ws, tx, count, waker) = setup();
+        let mut cx = Context::from_waker(&waker);
+        busy(&mut inbound, &mut ws, &mut cx);
+        for round in 1..=3 {
+            tx.unbounded_send(Ok(Message::text("a"))).unwrap();
+            assert_eq!(count.0.load(Ordering::SeqCst), round, "signal {round} wakes the task");
+            assert!(inbound.poll_next(&mut ws, &mut cx).is_ready());
+            assert!(inbound.poll_next(&mut ws, &mut cx).is_pending());
+        }
     }
 
     /// Frames already buffered need no new signal: after a frame the socket is read again.

@@ -14,12 +14,11 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use tokio_util::sync::WaitForCancellationFuture;
 
-use super::flag::{BUSY_AFTER, Flag};
+use super::flag::{BUSY_AFTER, Watch};
 
 /// Resolves when the token behind `wait` is cancelled; see the module docs.
 pub(super) struct Shutdown<'t, 'p> {
@@ -27,7 +26,7 @@ pub(super) struct Shutdown<'t, 'p> {
     polls: u32,
     /// Created after [`BUSY_AFTER`] polls, when `wait` registers it in the token's wait list
     /// in place of the task's waker.
-    flag: Option<Arc<Flag>>,
+    flag: Option<Watch>,
 }
 
 impl<'t, 'p> Shutdown<'t, 'p> {
@@ -41,33 +40,30 @@ impl Future for Shutdown<'_, '_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let flag = match &this.flag {
+        let flag = match &mut this.flag {
             Some(flag) => {
                 if !flag.take(cx) {
                     return Poll::Pending;
                 }
-                Arc::clone(flag)
+                flag
             }
             None if this.polls < BUSY_AFTER => {
                 this.polls += 1;
                 return this.wait.as_mut().poll(cx);
             }
-            None => {
-                let flag = Flag::armed(cx);
-                this.flag = Some(Arc::clone(&flag));
-                flag
-            }
+            None => this.flag.insert(Watch::new(cx)),
         };
         // The switch to the flag, or the flag fired: ask the token itself (its locks, once).
-        let waker = Waker::from(Arc::clone(&flag));
+        let waker = flag.waker();
         this.wait.as_mut().poll(&mut Context::from_waker(&waker))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
+    use std::task::{Wake, Waker};
 
     use tokio_util::sync::CancellationToken;
 
