@@ -12,13 +12,14 @@
 //! [`super::call`].
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use parking_lot::Mutex;
 use tickstream_api::{Backoff, CloseReason, SessionEvent, SessionId};
 use tokio::time::Instant;
@@ -63,18 +64,41 @@ pub(super) async fn follow(inner: &Arc<Inner>, id: SessionId) -> Result<RemoteUp
     let (engine, link, first) = inner.open(id, None).await?;
     let token = inner.routes.token();
     inner.routes.set(id, token, engine);
-    let state =
-        Following { inner: Arc::clone(inner), id, token, engine, link, first: Some(first), done: false };
-    let events = futures::stream::unfold(state, Following::next);
-    Ok(RemoteUpdates { events: Box::pin(events), inner: Arc::clone(inner), id, token })
+    Ok(RemoteUpdates {
+        inner: Arc::clone(inner),
+        id,
+        token,
+        engine,
+        link,
+        first: Some(first),
+        granted: false,
+        reopening: None,
+        done: false,
+    })
 }
 
+/// What `reopen` finds: the engine that took the session, its attachment and first event.
+type Reopened = Result<(usize, Attachment, SessionEvent), CallError>;
+
 /// A session's update stream from a remote engine, failing over between engines.
+///
+/// A hand-written stream rather than an `unfold` over an `async fn`: every socket behind a
+/// gateway holds one for its whole life, and the boxed `unfold` with its pending `next` future
+/// was a 366-byte allocation per socket beside this struct (`heaptrack`, `docs/benchmarks.md`
+/// "## The allocator"). Only the rare failover (`reopen`) is boxed, while it runs.
 pub struct RemoteUpdates {
-    events: Pin<Box<dyn Stream<Item = SessionEvent> + Send>>,
     inner: Arc<Inner>,
     id: SessionId,
     token: u64,
+    engine: usize,
+    link: Attachment,
+    /// The event the attach was taken with, not yet handed out.
+    first: Option<SessionEvent>,
+    /// The engine was granted the event being waited for.
+    granted: bool,
+    /// Re-attaching after the engine failed or drained.
+    reopening: Option<Pin<Box<dyn Future<Output = Reopened> + Send>>>,
+    done: bool,
 }
 
 impl std::fmt::Debug for RemoteUpdates {
@@ -86,82 +110,75 @@ impl std::fmt::Debug for RemoteUpdates {
 impl Stream for RemoteUpdates {
     type Item = SessionEvent;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SessionEvent>> {
-        self.events.poll_next_unpin(cx)
-    }
-}
-
-impl Drop for RemoteUpdates {
-    fn drop(&mut self) {
-        self.inner.routes.clear(self.id, self.token);
-    }
-}
-
-/// The state of a followed stream between two events.
-struct Following {
-    inner: Arc<Inner>,
-    id: SessionId,
-    token: u64,
-    engine: usize,
-    link: Attachment,
-    /// The event the attach was taken with, not yet handed out.
-    first: Option<SessionEvent>,
-    done: bool,
-}
-
-impl Following {
     /// The next event, failing over as often as needed.
-    async fn next(mut self) -> Option<(SessionEvent, Self)> {
-        if self.done {
-            return None;
-        }
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SessionEvent>> {
+        let this = &mut *self;
         loop {
-            let event = match self.first.take() {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(reopening) = &mut this.reopening {
+                let reopened = std::task::ready!(reopening.as_mut().poll(cx));
+                this.reopening = None;
+                match reopened {
+                    Ok((engine, link, first)) => {
+                        tracing::info!(session = %tickstream_auth::fingerprint(this.id.to_string()), from = %this.inner.engines[this.engine].uri,
+                            to = %this.inner.engines[engine].uri, "stream moved to another engine");
+                        this.engine = engine;
+                        this.link = link;
+                        this.first = Some(first);
+                        this.granted = false;
+                        this.inner.routes.set(this.id, this.token, engine);
+                    }
+                    Err(e) => {
+                        this.done = true;
+                        let reason = if e.is_session_not_found() {
+                            CloseReason::SessionEnded
+                        } else {
+                            CloseReason::Unavailable
+                        };
+                        return Poll::Ready(Some(SessionEvent::Closed(reason)));
+                    }
+                }
+            }
+            let event = match this.first.take() {
                 Some(first) => Ok(first),
                 None => {
                     // Asked for the next event: the socket is ready for it.
-                    self.link.grant();
-                    self.link.recv().await
+                    if !this.granted {
+                        this.link.grant();
+                        this.granted = true;
+                    }
+                    let event = std::task::ready!(this.link.poll_recv(cx));
+                    this.granted = false;
+                    event
                 }
             };
             match event {
                 // The engine is draining: its sessions live on elsewhere.
                 Ok(SessionEvent::Closed(CloseReason::ShuttingDown)) => {}
                 Ok(ev @ SessionEvent::Closed(_)) => {
-                    self.done = true;
-                    return Some((ev, self));
+                    this.done = true;
+                    return Poll::Ready(Some(ev));
                 }
                 // Every entry was malformed (dropped by `link::event_in`): nothing to write;
                 // ask for the next one.
                 Ok(SessionEvent::Prices(t)) if t.is_empty() => continue,
-                Ok(ev) => return Some((ev, self)),
+                Ok(ev) => return Poll::Ready(Some(ev)),
                 Err(_) => {}
             }
             // Draining or its link failed: either way the engine is gone.
-            self.inner.mark(self.engine, false);
-            self.inner.metrics.engine_failovers.inc();
-            // Boxed: the failover path is rare, and inline its state would make every session's
-            // stream as large as the whole attach-with-retries future.
-            match Box::pin(reopen(&self.inner, self.id, self.engine)).await {
-                Ok((engine, link, first)) => {
-                    tracing::info!(session = %tickstream_auth::fingerprint(self.id.to_string()), from = %self.inner.engines[self.engine].uri,
-                        to = %self.inner.engines[engine].uri, "stream moved to another engine");
-                    self.engine = engine;
-                    self.link = link;
-                    self.first = Some(first);
-                    self.inner.routes.set(self.id, self.token, engine);
-                }
-                Err(e) => {
-                    self.done = true;
-                    let reason = if e.is_session_not_found() {
-                        CloseReason::SessionEnded
-                    } else {
-                        CloseReason::Unavailable
-                    };
-                    return Some((SessionEvent::Closed(reason), self));
-                }
-            }
+            this.inner.mark(this.engine, false);
+            this.inner.metrics.engine_failovers.inc();
+            let (inner, id, failed) = (Arc::clone(&this.inner), this.id, this.engine);
+            this.reopening = Some(Box::pin(async move { reopen(&inner, id, failed).await }));
         }
+    }
+}
+
+impl Drop for RemoteUpdates {
+    fn drop(&mut self) {
+        self.inner.routes.clear(self.id, self.token);
     }
 }
 
@@ -189,6 +206,7 @@ async fn reopen(
 
 #[cfg(test)]
 mod tests {
+    use futures::StreamExt;
     use tickstream_api::{MonitoringService, StartRequest, Ticker};
     use tickstream_telemetry::Metrics;
     use tokio_util::sync::CancellationToken;
@@ -265,28 +283,12 @@ mod tests {
         stop.cancel();
     }
 
-    /// Every socket holds its stream's pending `next`: it stays small (the attach and failover
-    /// futures are boxed away), which is part of the memory per socket behind a gateway.
-    #[tokio::test]
-    async fn a_followed_stream_is_small() {
-        let (cut, stop) = (CancellationToken::new(), CancellationToken::new());
-        let (remote, _metrics, _engine, id, updates) = streaming_session(&cut, &stop).await;
-        drop(updates);
-        let (engine, link, first) = remote.inner.open(id, None).await.expect("attached");
-        let state = Following {
-            inner: Arc::clone(&remote.inner),
-            id,
-            token: 0,
-            engine,
-            link,
-            first: Some(first),
-            done: false,
-        };
-        let next = state.next();
-        let size = std::mem::size_of_val(&next);
-        assert!(size <= 512, "a pending next() is {size} bytes");
-        drop(next);
-        stop.cancel();
+    /// Every socket behind a gateway holds its stream for its whole life: it stays one small
+    /// struct, with no allocation beside it (the failover's future is boxed only while it runs).
+    #[test]
+    fn a_followed_stream_is_small() {
+        let size = std::mem::size_of::<RemoteUpdates>();
+        assert!(size <= 128, "a followed stream is {size} bytes");
     }
 
     #[test]

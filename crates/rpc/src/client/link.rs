@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
 use tickstream_api::{SessionEvent, SessionId};
@@ -95,21 +95,18 @@ impl Mailbox {
     }
 
     /// The waiting event (before a failure that came after it), else the failure, else waits.
-    async fn recv(&self) -> Result<Inbound, Status> {
-        std::future::poll_fn(|cx| {
-            let mut m = self.0.lock();
-            if let Some(next) = m.next.take() {
-                return Poll::Ready(Ok(next));
-            }
-            if let Some(lost) = &m.lost {
-                return Poll::Ready(Err(lost.clone()));
-            }
-            if m.waker.as_ref().is_none_or(|w| !w.will_wake(cx.waker())) {
-                m.waker = Some(cx.waker().clone());
-            }
-            Poll::Pending
-        })
-        .await
+    fn poll_recv(&self, cx: &Context<'_>) -> Poll<Result<Inbound, Status>> {
+        let mut m = self.0.lock();
+        if let Some(next) = m.next.take() {
+            return Poll::Ready(Ok(next));
+        }
+        if let Some(lost) = &m.lost {
+            return Poll::Ready(Err(lost.clone()));
+        }
+        if m.waker.as_ref().is_none_or(|w| !w.will_wake(cx.waker())) {
+            m.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 
@@ -244,10 +241,15 @@ impl Attachment {
     /// The session's next event. `Err` is a refused attach (the engine's answer, as a status)
     /// or the link's failure (a transport status).
     pub(super) async fn recv(&self) -> Result<SessionEvent, Status> {
-        match self.mailbox.recv().await? {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`Attachment::recv`] as a poll, for a stream that polls it inline.
+    pub(super) fn poll_recv(&self, cx: &Context<'_>) -> Poll<Result<SessionEvent, Status>> {
+        self.mailbox.poll_recv(cx).map(|inbound| match inbound? {
             Inbound::Event(ev) => Ok(ev),
             Inbound::Refused(status) => Err(status),
-        }
+        })
     }
 }
 
