@@ -384,4 +384,6 @@ fn read_error(e: WsError) -> Ending {
 #[cfg(test)]
 mod size_tests;
 #[cfg(test)]
+mod test_transport;
+#[cfg(test)]
 mod tests;

@@ -90,3 +90,40 @@ impl Wake for Flag {
         self.task.wake();
     }
 }
+
+/// A branch's state: polled directly for its first [`BUSY_AFTER`] polls, then through a
+/// [`Watch`].
+#[derive(Default)]
+pub(super) struct Busy {
+    polls: u32,
+    watch: Option<Watch>,
+}
+
+/// How one turn polls a branch's source.
+pub(super) enum Turn<'a> {
+    /// With the task's own context (not busy yet).
+    Direct,
+    /// Not at all: the source has not signalled.
+    Skip,
+    /// With the watch's waker.
+    Through(&'a Watch),
+}
+
+impl Busy {
+    pub(super) fn turn(&mut self, cx: &Context<'_>) -> Turn<'_> {
+        if self.watch.is_none() && self.polls < BUSY_AFTER {
+            self.polls += 1;
+            return Turn::Direct;
+        }
+        // A new watch is polled through at once, which puts its flag where the task's waker was.
+        let fresh = self.watch.is_none();
+        let watch = self.watch.get_or_insert_with(|| Watch::new(cx));
+        if fresh || watch.take(cx) { Turn::Through(watch) } else { Turn::Skip }
+    }
+
+    /// True once the branch polls through a watch.
+    #[cfg(test)]
+    pub(super) fn watching(&self) -> bool {
+        self.watch.is_some()
+    }
+}

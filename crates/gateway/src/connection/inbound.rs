@@ -7,7 +7,7 @@
 //! registers the waker in its read proxy through a fresh `Arc` waker, and tungstenite's read goes
 //! down to the socket's readiness, whose waiter list is a lock (`AtomicWaker::register` 2.9 %
 //! and `Registration::poll_ready` 2.7 % of the server's CPU in the one-ticker fan-out profile,
-//! `docs/benchmarks.md`, "Frame cost, again"). Through a [`Flag`] as the read side's waker, a
+//! `docs/benchmarks.md`, "Frame cost, again"). Through a flag of its own (`flag`) as the read side's waker, a
 //! turn the socket did not signal costs an atomic load instead.
 //!
 //! A read that returns a frame marks the flag again: tungstenite may hold further frames in its
@@ -19,15 +19,11 @@ use futures::StreamExt;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::Transport;
-use super::flag::{BUSY_AFTER, Watch};
+use super::flag::{Busy, Turn};
 
 /// The read side's branch state; see the module docs.
 #[derive(Default)]
-pub(super) struct Inbound {
-    polls: u32,
-    /// Created after [`BUSY_AFTER`] polls; from then on the socket's read side wakes it.
-    flag: Option<Watch>,
-}
+pub(super) struct Inbound(Busy);
 
 impl Inbound {
     /// The next client frame, as `ws.poll_next` gives it; `Pending` at once when the socket
@@ -37,25 +33,18 @@ impl Inbound {
         ws: &mut T,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Message, WsError>>> {
-        let flag = match &mut self.flag {
-            Some(flag) => {
-                if !flag.take(cx) {
-                    return Poll::Pending;
+        match self.0.turn(cx) {
+            Turn::Skip => Poll::Pending,
+            Turn::Direct => ws.poll_next_unpin(cx),
+            Turn::Through(watch) => {
+                let waker = watch.waker();
+                let polled = ws.poll_next_unpin(&mut Context::from_waker(&waker));
+                if polled.is_ready() {
+                    watch.mark();
                 }
-                flag
+                polled
             }
-            None if self.polls < BUSY_AFTER => {
-                self.polls += 1;
-                return ws.poll_next_unpin(cx);
-            }
-            None => self.flag.insert(Watch::new(cx)),
-        };
-        let waker = flag.waker();
-        let polled = ws.poll_next_unpin(&mut Context::from_waker(&waker));
-        if polled.is_ready() {
-            flag.mark();
         }
-        polled
     }
 }
 
@@ -68,12 +57,14 @@ mod tests {
 
     use std::task::Waker;
 
+    use futures::Stream;
     use futures::channel::mpsc;
-    use futures::{Sink, Stream};
 
     use super::*;
+    use crate::connection::flag::BUSY_AFTER;
+    use crate::connection::test_transport::ReadOnly;
 
-    /// A transport whose frames come from a channel, counting how often it is polled.
+    /// Frames from a channel, counting how often they are asked for.
     struct Counted {
         frames: mpsc::UnboundedReceiver<Result<Message, WsError>>,
         polls: usize,
@@ -87,21 +78,7 @@ mod tests {
         }
     }
 
-    impl Sink<Message> for Counted {
-        type Error = WsError;
-        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-            Poll::Ready(Ok(()))
-        }
-        fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), WsError> {
-            Ok(())
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-            Poll::Ready(Ok(()))
-        }
-        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-            Poll::Ready(Ok(()))
-        }
-    }
+    type Socket = ReadOnly<Counted>;
 
     struct Count(AtomicUsize);
 
@@ -111,18 +88,18 @@ mod tests {
         }
     }
 
-    fn setup() -> (Inbound, Counted, mpsc::UnboundedSender<Result<Message, WsError>>, Arc<Count>, Waker) {
+    fn setup() -> (Inbound, Socket, mpsc::UnboundedSender<Result<Message, WsError>>, Arc<Count>, Waker) {
         let (tx, rx) = mpsc::unbounded();
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(Arc::clone(&count));
-        (Inbound::default(), Counted { frames: rx, polls: 0 }, tx, count, waker)
+        (Inbound::default(), ReadOnly(Counted { frames: rx, polls: 0 }), tx, count, waker)
     }
 
-    fn busy(inbound: &mut Inbound, ws: &mut Counted, cx: &mut Context<'_>) {
+    fn busy(inbound: &mut Inbound, ws: &mut Socket, cx: &mut Context<'_>) {
         for _ in 0..=BUSY_AFTER {
             assert!(inbound.poll_next(ws, cx).is_pending());
         }
-        assert!(inbound.flag.is_some());
+        assert!(inbound.0.watching());
     }
 
     #[test]
@@ -130,15 +107,15 @@ mod tests {
         let (mut inbound, mut ws, tx, count, waker) = setup();
         let mut cx = Context::from_waker(&waker);
         busy(&mut inbound, &mut ws, &mut cx);
-        let polls = ws.polls;
+        let polls = ws.0.polls;
         for _ in 0..10 {
             assert!(inbound.poll_next(&mut ws, &mut cx).is_pending());
         }
-        assert_eq!(ws.polls, polls, "no signal, no read");
+        assert_eq!(ws.0.polls, polls, "no signal, no read");
         tx.unbounded_send(Ok(Message::text("a"))).unwrap();
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "the socket's signal wakes the task");
         assert!(matches!(inbound.poll_next(&mut ws, &mut cx), Poll::Ready(Some(Ok(_)))));
-        assert_eq!(ws.polls, polls + 1);
+        assert_eq!(ws.0.polls, polls + 1);
     }
 
     /// A wake-up takes the registered waker, so the poll after it registers again: every later
@@ -183,8 +160,8 @@ mod tests {
         for _ in 0..3 {
             assert!(inbound.poll_next(&mut ws, &mut cx).is_pending());
         }
-        assert!(inbound.flag.is_none(), "no allocation for an idle connection");
-        assert_eq!(ws.polls, 3);
+        assert!(!inbound.0.watching(), "no allocation for an idle connection");
+        assert_eq!(ws.0.polls, 3);
         tx.unbounded_send(Ok(Message::text("a"))).unwrap();
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert!(inbound.poll_next(&mut ws, &mut cx).is_ready());

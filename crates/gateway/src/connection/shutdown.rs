@@ -9,7 +9,7 @@
 //! list holds a waker of ours that sets `fired` and wakes the task: a turn costs an uncontended
 //! atomic load and an `AtomicWaker` check on memory only this connection touches.
 //!
-//! Only a busy connection gets the flag (`flag`): the first [`BUSY_AFTER`] polls go to the
+//! Only a busy connection gets the flag (`flag`): the first `BUSY_AFTER` polls go to the
 //! token's future directly.
 
 use std::future::Future;
@@ -18,20 +18,19 @@ use std::task::{Context, Poll};
 
 use tokio_util::sync::WaitForCancellationFuture;
 
-use super::flag::{BUSY_AFTER, Watch};
+use super::flag::{Busy, Turn};
 
 /// Resolves when the token behind `wait` is cancelled; see the module docs.
 pub(super) struct Shutdown<'t, 'p> {
     wait: Pin<&'p mut WaitForCancellationFuture<'t>>,
-    polls: u32,
-    /// Created after [`BUSY_AFTER`] polls, when `wait` registers it in the token's wait list
-    /// in place of the task's waker.
-    flag: Option<Watch>,
+    /// Watched after `BUSY_AFTER` polls, when `wait` registers the watch's flag in the
+    /// token's wait list in place of the task's waker.
+    busy: Busy,
 }
 
 impl<'t, 'p> Shutdown<'t, 'p> {
     pub(super) fn new(wait: Pin<&'p mut WaitForCancellationFuture<'t>>) -> Self {
-        Self { wait, polls: 0, flag: None }
+        Self { wait, busy: Busy::default() }
     }
 }
 
@@ -40,22 +39,12 @@ impl Future for Shutdown<'_, '_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let flag = match &mut this.flag {
-            Some(flag) => {
-                if !flag.take(cx) {
-                    return Poll::Pending;
-                }
-                flag
-            }
-            None if this.polls < BUSY_AFTER => {
-                this.polls += 1;
-                return this.wait.as_mut().poll(cx);
-            }
-            None => this.flag.insert(Watch::new(cx)),
-        };
-        // The switch to the flag, or the flag fired: ask the token itself (its locks, once).
-        let waker = flag.waker();
-        this.wait.as_mut().poll(&mut Context::from_waker(&waker))
+        match this.busy.turn(cx) {
+            Turn::Skip => Poll::Pending,
+            Turn::Direct => this.wait.as_mut().poll(cx),
+            // The switch to the flag, or the flag fired: ask the token itself (its locks, once).
+            Turn::Through(watch) => this.wait.as_mut().poll(&mut Context::from_waker(&watch.waker())),
+        }
     }
 }
 
@@ -68,6 +57,7 @@ mod tests {
     use tokio_util::sync::CancellationToken;
 
     use super::*;
+    use crate::connection::flag::BUSY_AFTER;
 
     struct Count(AtomicUsize);
 
@@ -77,12 +67,12 @@ mod tests {
         }
     }
 
-    /// Polls past [`BUSY_AFTER`], so the flag is in place.
+    /// Polls past `BUSY_AFTER`, so the flag is in place.
     fn busy(shutdown: &mut Shutdown<'_, '_>, cx: &mut Context<'_>) {
         for _ in 0..=BUSY_AFTER {
             assert!(Pin::new(&mut *shutdown).poll(cx).is_pending());
         }
-        assert!(shutdown.flag.is_some());
+        assert!(shutdown.busy.watching());
     }
 
     fn waker() -> (Arc<Count>, Waker) {
@@ -115,7 +105,7 @@ mod tests {
         for _ in 0..3 {
             assert!(Pin::new(&mut shutdown).poll(&mut cx).is_pending());
         }
-        assert!(shutdown.flag.is_none(), "no allocation for an idle connection");
+        assert!(!shutdown.busy.watching(), "no allocation for an idle connection");
         token.cancel();
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
         assert!(Pin::new(&mut shutdown).poll(&mut cx).is_ready());

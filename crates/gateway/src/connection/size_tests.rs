@@ -6,11 +6,8 @@
 //! measurement of what it buys (docs/benchmarks.md, "Memory per connection, again").
 
 use std::mem::size_of;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use futures::{Sink, Stream};
 use tickstream_api::{MonitoringService, StartRequest, Ticker};
 use tickstream_broker::InMemoryBroker;
 use tickstream_engine::{Engine, EngineConfig};
@@ -19,35 +16,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_util::sync::CancellationToken;
 
 use super::Connection;
+use super::test_transport::ReadOnly;
 use crate::GatewayConfig;
 use crate::encoding::Encoding;
-
-/// A transport that is never polled: the loop borrows its socket, so the loop's size does not
-/// depend on the transport's.
-struct Unpolled;
-
-impl Stream for Unpolled {
-    type Item = Result<Message, WsError>;
-    fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Poll::Ready(None)
-    }
-}
-
-impl Sink<Message> for Unpolled {
-    type Error = WsError;
-    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        Poll::Ready(Ok(()))
-    }
-    fn start_send(self: Pin<&mut Self>, _: Message) -> Result<(), WsError> {
-        Ok(())
-    }
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        Poll::Ready(Ok(()))
-    }
-    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        Poll::Ready(Ok(()))
-    }
-}
 
 /// The size of the future `f` returns, without calling it.
 fn returned<A, B, C, D, E, F>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
@@ -75,7 +46,9 @@ async fn the_connection_loop_stays_small() {
         auth: None,
         encoding: Encoding::Json,
     };
-    let mut ws = Unpolled;
+    // Never polled: the loop borrows its socket, so the loop's size does not depend on the
+    // transport's.
+    let mut ws = ReadOnly(futures::stream::empty::<Result<Message, WsError>>());
     let run = connection.run(&mut ws, &mut updates);
     let size = std::mem::size_of_val(&run);
     assert!(size <= 960, "the connection loop's future is {size} B");
