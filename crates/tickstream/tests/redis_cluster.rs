@@ -43,6 +43,15 @@ async fn until_prices(ws: &mut Ws, want: &BTreeMap<String, f64>) {
     }
 }
 
+/// Waits until no master has a subscribed price channel left.
+async fn no_price_channel_left(cluster: &RedisCluster) {
+    for m in &cluster.masters {
+        let prices =
+            async || m.shard_channels().await.into_iter().filter(|c| c.starts_with("tickstream:px:")).count();
+        eventually(WAIT, "no price channel left", prices, |&n| n == 0).await;
+    }
+}
+
 fn at(tickers: &[&(String, usize)], price: f64) -> BTreeMap<String, f64> {
     tickers.iter().map(|(t, _)| (t.clone(), price)).collect()
 }
@@ -124,11 +133,7 @@ async fn prices_cross_nodes_on_their_slots_master_and_the_newest_wins() {
     // Everything is given back: channels, records, tasks (sweeper, record keeper, subscriber).
     ws.close(None).await.expect("close");
     assert_eq!(gateway.delete_session(&id).await, StatusCode::NO_CONTENT);
-    for m in &cluster.masters {
-        let prices =
-            async || m.shard_channels().await.into_iter().filter(|c| c.starts_with("tickstream:px:")).count();
-        eventually(WAIT, "no price channel left", prices, |&n| n == 0).await;
-    }
+    no_price_channel_left(&cluster).await;
     assert!(cluster.masters[home].keys("{tickstream}:session:*").await.is_empty());
     let idle = async || {
         (
@@ -215,11 +220,7 @@ async fn a_killed_master_pauses_only_its_tickers_and_they_resume_with_no_socket_
         ws.close(None).await.expect("close");
         assert_eq!(node.delete_session(&id).await, StatusCode::NO_CONTENT);
     }
-    for m in &cluster.masters {
-        let prices =
-            async || m.shard_channels().await.into_iter().filter(|c| c.starts_with("tickstream:px:")).count();
-        eventually(WAIT, "no price channel left", prices, |&n| n == 0).await;
-    }
+    no_price_channel_left(&cluster).await;
     let idle = async || {
         (
             node.counter("tickstream_sessions{").await,
