@@ -23,6 +23,12 @@ use tickstream_telemetry::Metrics;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+// The binary's allocator (`crates/tickstream/src/main.rs`), so the node's path costs what it
+// costs there.
+#[cfg(unix)]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Commands per pipeline round trip.
 const PIPELINE: usize = 256;
 const PUBLISHERS_PER_SHARD: usize = 2;
@@ -126,16 +132,18 @@ async fn publish(
 ) {
     let Ok(client) = redis::Client::open(url.as_str()) else { return };
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else { return };
+    // Named once: the publishers share the node's two cores, so what they spend is the node's.
+    let channels: Vec<String> = mine.iter().map(|&t| channel_for(t)).collect();
     let mut n = start;
     while !stop.is_cancelled() && !mine.is_empty() {
         let ts = now_ms();
         let mut pipe = redis::pipe();
         for _ in 0..PIPELINE {
-            let t = mine[n % mine.len()];
+            let i = n % mine.len();
             n += 1;
             let price = 100.0 + (n % 1000) as f64 / 100.0;
-            if let Ok(tick) = Tick::new(t, price, ts) {
-                pipe.cmd("PUBLISH").arg(channel_for(t)).arg(tick.json()).ignore();
+            if let Ok(tick) = Tick::new(mine[i], price, ts) {
+                pipe.cmd("PUBLISH").arg(&channels[i]).arg(tick.json()).ignore();
             }
         }
         if pipe.query_async::<()>(&mut conn).await.is_err() {

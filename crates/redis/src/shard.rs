@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use rand::Rng;
 use tickstream_api::{SharedTick, Ticker};
 use tickstream_broker::{BrokerError, ClusterListener};
-use tickstream_telemetry::Metrics;
+use tickstream_telemetry::{IntCounter, Metrics};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -66,6 +66,19 @@ pub(crate) struct Shared {
     pub held: Mutex<Held>,
     pub config: RedisConfig,
     pub metrics: Arc<Metrics>,
+    /// This shard's series of the per-message counters, resolved once: the read loop counts
+    /// every price message, and a labelled lookup hashes its labels under a lock each time.
+    pub counted: Counted,
+}
+
+/// The counters the read loop bumps per message (see [`Shared::counted`]).
+pub(crate) struct Counted {
+    /// `tickstream_redis_shard_messages_total{shard}` of this shard.
+    pub shard_prices: IntCounter,
+    /// `tickstream_broker_messages_total{kind}` for `price`, `control`, `invalid`.
+    pub prices: IntCounter,
+    pub control: IntCounter,
+    pub invalid: IntCounter,
 }
 
 impl Shared {
@@ -102,7 +115,6 @@ impl Shared {
         metrics.redis_shard_reconnects.with_label_values(&[&label]).inc_by(0);
         Ok(Self {
             index,
-            label,
             url: url.to_owned(),
             client,
             commands,
@@ -115,6 +127,13 @@ impl Shared {
             confirmed: watch::Sender::new(0),
             held: Mutex::default(),
             config: config.clone(),
+            counted: Counted {
+                shard_prices: metrics.redis_shard_messages.with_label_values(&[&label]),
+                prices: metrics.broker_messages.with_label_values(&["price"]),
+                control: metrics.broker_messages.with_label_values(&["control"]),
+                invalid: metrics.broker_messages.with_label_values(&["invalid"]),
+            },
+            label,
             metrics,
         })
     }
@@ -122,10 +141,6 @@ impl Shared {
     /// The home shard holds the session records and the control channel.
     pub fn is_home(&self) -> bool {
         self.index == 0
-    }
-
-    pub fn label(&self) -> &str {
-        &self.label
     }
 
     pub fn conn(&self) -> Commands {

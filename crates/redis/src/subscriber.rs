@@ -196,12 +196,11 @@ fn handle(shared: &Shared, msg: &redis::Msg) {
 
 /// [`handle`] for a message already taken apart (the cluster subscriber's pushes too).
 pub(crate) fn dispatch(shared: &Shared, channel: &str, payload: &[u8]) {
-    let count = |kind: &str| shared.metrics.broker_messages.with_label_values(&[kind]).inc();
-    let config = &shared.config;
+    let (config, counted) = (&shared.config, &shared.counted);
     match wire::decode_message(channel, payload, &config.control_auth, &config.bounds) {
         Incoming::Price(tick) => {
-            count("price");
-            shared.metrics.redis_shard_messages.with_label_values(&[shared.label()]).inc();
+            counted.prices.inc();
+            counted.shard_prices.inc();
             let tick = Arc::new(tick);
             // Recorded so a reconnect knows what the engine already has (see `prices.rs`).
             shared.held.lock().delivered(&tick, config.max_symbols);
@@ -209,7 +208,7 @@ pub(crate) fn dispatch(shared: &Shared, channel: &str, payload: &[u8]) {
             shared.fanout.push(&tick);
         }
         Incoming::Control(ctl) => {
-            count("control");
+            counted.control.inc();
             if ctl.node == shared.node {
                 return;
             }
@@ -221,7 +220,7 @@ pub(crate) fn dispatch(shared: &Shared, channel: &str, payload: &[u8]) {
                 listener.session_attached(id);
             }
         }
-        Incoming::Invalid => count("invalid"),
+        Incoming::Invalid => counted.invalid.inc(),
         Incoming::Other => {}
     }
 }

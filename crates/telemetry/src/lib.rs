@@ -10,13 +10,14 @@ use std::sync::Arc;
 
 use prometheus::core::Collector as _;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub mod logging;
 mod runtime;
 
+/// The counter type of the labelled families above, for callers that resolve a series once.
+pub use prometheus::IntCounter;
 pub use runtime::build_runtime;
 
 /// Every metric a node exports.
