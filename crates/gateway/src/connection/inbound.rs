@@ -52,9 +52,6 @@ impl Inbound {
 mod tests {
     use std::pin::Pin;
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
-
     use std::task::Waker;
 
     use futures::Stream;
@@ -62,7 +59,7 @@ mod tests {
 
     use super::*;
     use crate::connection::flag::BUSY_AFTER;
-    use crate::connection::test_transport::ReadOnly;
+    use crate::connection::test_transport::{Count, ReadOnly, counting_waker};
 
     /// Frames from a channel, counting how often they are asked for.
     struct Counted {
@@ -80,18 +77,9 @@ mod tests {
 
     type Socket = ReadOnly<Counted>;
 
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
     fn setup() -> (Inbound, Socket, mpsc::UnboundedSender<Result<Message, WsError>>, Arc<Count>, Waker) {
         let (tx, rx) = mpsc::unbounded();
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = Waker::from(Arc::clone(&count));
+        let (count, waker) = counting_waker();
         (Inbound::default(), ReadOnly(Counted { frames: rx, polls: 0 }), tx, count, waker)
     }
 
@@ -113,7 +101,7 @@ mod tests {
         }
         assert_eq!(ws.0.polls, polls, "no signal, no read");
         tx.unbounded_send(Ok(Message::text("a"))).unwrap();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the socket's signal wakes the task");
+        assert_eq!(count.get(), 1, "the socket's signal wakes the task");
         assert!(matches!(inbound.poll_next(&mut ws, &mut cx), Poll::Ready(Some(Ok(_)))));
         assert_eq!(ws.0.polls, polls + 1);
     }
@@ -127,7 +115,7 @@ mod tests {
         busy(&mut inbound, &mut ws, &mut cx);
         for round in 1..=3 {
             tx.unbounded_send(Ok(Message::text("a"))).unwrap();
-            assert_eq!(count.0.load(Ordering::SeqCst), round, "signal {round} wakes the task");
+            assert_eq!(count.get(), round, "signal {round} wakes the task");
             assert!(inbound.poll_next(&mut ws, &mut cx).is_ready());
             assert!(inbound.poll_next(&mut ws, &mut cx).is_pending());
         }
@@ -163,7 +151,7 @@ mod tests {
         assert!(!inbound.0.watching(), "no allocation for an idle connection");
         assert_eq!(ws.0.polls, 3);
         tx.unbounded_send(Ok(Message::text("a"))).unwrap();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.get(), 1);
         assert!(inbound.poll_next(&mut ws, &mut cx).is_ready());
     }
 }

@@ -50,22 +50,11 @@ impl Future for Shutdown<'_, '_> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Wake, Waker};
-
     use tokio_util::sync::CancellationToken;
 
     use super::*;
     use crate::connection::flag::BUSY_AFTER;
-
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
+    use crate::connection::test_transport::counting_waker as waker;
 
     /// Polls past `BUSY_AFTER`, so the flag is in place.
     fn busy(shutdown: &mut Shutdown<'_, '_>, cx: &mut Context<'_>) {
@@ -73,11 +62,6 @@ mod tests {
             assert!(Pin::new(&mut *shutdown).poll(cx).is_pending());
         }
         assert!(shutdown.busy.watching());
-    }
-
-    fn waker() -> (Arc<Count>, Waker) {
-        let count = Arc::new(Count(AtomicUsize::new(0)));
-        (Arc::clone(&count), Waker::from(count))
     }
 
     #[test]
@@ -90,7 +74,7 @@ mod tests {
         let mut cx = Context::from_waker(&w);
         busy(&mut shutdown, &mut cx);
         token.cancel();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the flag wakes the task");
+        assert_eq!(count.get(), 1, "the flag wakes the task");
         assert!(Pin::new(&mut shutdown).poll(&mut cx).is_ready());
     }
 
@@ -107,7 +91,7 @@ mod tests {
         }
         assert!(!shutdown.busy.watching(), "no allocation for an idle connection");
         token.cancel();
-        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(count.get(), 1);
         assert!(Pin::new(&mut shutdown).poll(&mut cx).is_ready());
     }
 
@@ -122,8 +106,8 @@ mod tests {
         let (second, w2) = waker();
         assert!(Pin::new(&mut shutdown).poll(&mut Context::from_waker(&w2)).is_pending());
         token.cancel();
-        assert_eq!(first.0.load(Ordering::SeqCst), 0, "the task's waker was replaced");
-        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        assert_eq!(first.get(), 0, "the task's waker was replaced");
+        assert_eq!(second.get(), 1);
     }
 
     #[test]
