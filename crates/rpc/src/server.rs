@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::convert::{
     event_out, invalid, parse_id, parse_tickers, price_in, session_out, tickers_out, to_status, trading_in,
 };
+use crate::link::REPEATS_KEY;
 use crate::link::serve::LinkStream;
 use crate::pb;
 use crate::pb::real_time_price_monitoring_service_server::{
@@ -209,10 +210,12 @@ impl<S: MonitoringService> RealTimePriceMonitoringService for EngineService<S> {
     type LinkStream = LinkEvents;
 
     async fn link(&self, req: Request<Streaming<pb::LinkRequest>>) -> Result<Response<LinkEvents>, Status> {
+        let repeats = req.metadata().contains_key(REPEATS_KEY);
         let stream = LinkStream::new(
             Arc::clone(&self.service),
             req.into_inner(),
             self.max_link_sessions,
+            repeats,
             self.draining.clone(),
             self.metrics.task("grpc_link"),
         );

@@ -161,7 +161,7 @@ impl Stream for RemoteUpdates {
                     this.done = true;
                     return Poll::Ready(Some(ev));
                 }
-                // Every entry was malformed (dropped by `link::event_in`): nothing to write;
+                // Every entry was malformed (dropped by `link::Decoder`): nothing to write;
                 // ask for the next one.
                 Ok(SessionEvent::Prices(t)) if t.is_empty() => continue,
                 Ok(ev) => return Poll::Ready(Some(ev)),

@@ -25,10 +25,11 @@ use tickstream_api::{SessionEvent, SessionId};
 use tickstream_telemetry::Metrics;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
 use super::Client;
-use crate::link::{Inbound, event_in};
+use crate::link::{Decoder, Inbound, REPEATS_KEY};
 use crate::pb;
 use crate::pb::link_request::Kind;
 
@@ -170,9 +171,13 @@ impl Conn {
             let _task = task;
             let body = futures::stream::poll_fn(move |cx| outbound.poll_recv(cx));
             let run = async {
-                let mut events = client.link(Request::new(body)).await?.into_inner();
+                let mut request = Request::new(body);
+                request.metadata_mut().insert(REPEATS_KEY, MetadataValue::from_static("1"));
+                let mut events = client.link(request).await?.into_inner();
+                // The link's tick table, in the order the engine encoded into it.
+                let mut decoder = Decoder::default();
                 while let Some(ev) = events.message().await? {
-                    driven.deliver(ev)?;
+                    driven.deliver(decoder.event_in(ev))?;
                 }
                 Err::<(), _>(Status::unavailable("the engine ended the link"))
             };
@@ -189,10 +194,11 @@ impl Conn {
         conn
     }
 
-    /// Hands one event to its session's mailbox. An event for a tag the gateway already
-    /// detached is dropped; `closed` and `refused` end the tag on both sides.
-    fn deliver(&self, ev: pb::LinkEvent) -> Result<(), Status> {
-        let Some((tag, inbound)) = event_in(ev) else { return Ok(()) };
+    /// Hands one event (as the link's decoder read it; `None` if malformed) to its session's
+    /// mailbox. An event for a tag the gateway already detached is dropped; `closed` and
+    /// `refused` end the tag on both sides.
+    fn deliver(&self, ev: Option<(u64, Inbound)>) -> Result<(), Status> {
+        let Some((tag, inbound)) = ev else { return Ok(()) };
         let ends = matches!(inbound, Inbound::Refused(_) | Inbound::Event(SessionEvent::Closed(_)));
         let mailbox = {
             let mut state = self.state.lock();

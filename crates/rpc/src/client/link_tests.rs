@@ -101,6 +101,33 @@ async fn a_stalled_session_never_slows_its_neighbour_on_the_link() {
     stop.cancel();
 }
 
+/// The sessions of a link that watch a ticker get each of its ticks as one shared tick: the
+/// engine sent it in full once and repeated it by slot for the others (a tick decoded per
+/// session would be a tick of its own per session).
+#[tokio::test]
+async fn a_tick_for_many_sessions_of_a_link_is_decoded_once() {
+    let stop = CancellationToken::new();
+    let (remote, engine, _metrics) = one_link(&stop).await;
+    let aaa = Ticker::parse("AAA").expect("ticker");
+    let mut sessions: Vec<RemoteUpdates> =
+        futures::future::join_all((0..5).map(|_| session(&remote, aaa))).await;
+    for p in 1..=3 {
+        remote.publish(vec![Tick::new(aaa, f64::from(p), 1).expect("tick")]).await.expect("published");
+        let mut got = Vec::new();
+        for updates in &mut sessions {
+            match within("the price", updates.next()).await {
+                Some(SessionEvent::Prices(t)) if t.len() == 1 && t[0].price() == f64::from(p) => {
+                    got.push(t[0].clone())
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(got.iter().all(|t| Arc::ptr_eq(t, &got[0])), "one tick, shared by all five");
+    }
+    drop(engine);
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn a_link_that_cannot_be_opened_fails_its_attach_as_a_transport_failure() {
     let dead = crate::client::testing::dead_uri().await;

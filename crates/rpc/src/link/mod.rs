@@ -10,6 +10,9 @@
 //!   in flight).
 //! - Every tick crosses as the JSON the engine encoded once, and the gateway forwards those bytes
 //!   ([`Tick::from_encoded`]) instead of encoding again per socket.
+//! - A tick crosses a link in full once, however many of its sessions get it: [`Encoder`] and
+//!   [`Decoder`] keep the link's table of the tick last sent per ticker's slot, and the other
+//!   batches carry a repeat of the slot instead (`docs/design.md`, "A tick crosses a link once").
 //!
 //! This module holds the translation between the link's messages and `tickstream-api`; the
 //! gateway's side of the link is in `client::link`. `docs/design.md` ("The engine link")
@@ -17,6 +20,10 @@
 
 pub(crate) mod serve;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
 use tickstream_api::{CloseReason, SessionEvent, SharedTick, Tick, Ticker};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -54,21 +61,67 @@ fn close_in(reason: i32) -> CloseReason {
     }
 }
 
-fn prices_out(ticks: &[SharedTick]) -> pb::EncodedPrices {
-    let tick =
-        |t: &SharedTick| pb::EncodedTick { record: Some(price_out(t)), json: t.json().as_bytes().to_vec() };
-    pb::EncodedPrices { ticks: ticks.iter().map(tick).collect() }
+/// Metadata a gateway puts on its `Link` call to ask for repeats (`EncodedTick.repeat`). An
+/// engine that does not know it sends every tick in full, which a gateway reads all the same, so
+/// gateways and engines of either version link up during a rolling upgrade.
+pub(crate) const REPEATS_KEY: &str = "tickstream-link-repeats";
+
+/// Slots one link numbers before the engine starts over from 0 (its table is forgotten, and
+/// every ticker is sent in full once more); the gateway refuses a slot past it. More than a
+/// node's symbol table holds, so in practice a link never starts over.
+const MAX_SLOTS: u32 = 1 << 17;
+
+/// The engine's half of a link's tick table: per ticker, the slot it was given on this link and
+/// the tick last sent in full under it. A tick watched by 200 sessions of a link is encoded and
+/// decoded once, not 200 times; the other batches name it in two varints.
+pub(crate) struct Encoder {
+    /// `None`: the gateway did not ask for repeats; every tick goes in full.
+    slots: Option<HashMap<Ticker, (u32, SharedTick), RandomState>>,
 }
 
-/// One session's event as a link message.
-pub(crate) fn event_out(tag: u64, ev: &SessionEvent) -> pb::LinkEvent {
-    let event = match ev {
-        SessionEvent::Snapshot(t) => Event::Snapshot(prices_out(t)),
-        SessionEvent::Prices(t) => Event::Prices(prices_out(t)),
-        SessionEvent::Status(s) => Event::Status(statuses_out(s)),
-        SessionEvent::Closed(reason) => Event::Closed(close_out(*reason) as i32),
-    };
-    pb::LinkEvent { tag, event: Some(event) }
+impl Encoder {
+    pub(crate) fn new(repeats: bool) -> Self {
+        Self { slots: repeats.then(HashMap::default) }
+    }
+
+    fn tick(&mut self, t: &SharedTick) -> pb::EncodedTick {
+        let full = |slot| pb::EncodedTick {
+            record: Some(price_out(t)),
+            json: t.json().as_bytes().to_vec(),
+            slot,
+            repeat: None,
+        };
+        let Some(slots) = &mut self.slots else { return full(None) };
+        if let Some((slot, last)) = slots.get_mut(&t.ticker()) {
+            // The same `Arc`: the table holds it, so the pointer cannot have been reused.
+            if Arc::ptr_eq(last, t) {
+                return pb::EncodedTick { repeat: Some(*slot), ..pb::EncodedTick::default() };
+            }
+            *last = Arc::clone(t);
+            return full(Some(*slot));
+        }
+        if slots.len() as u32 >= MAX_SLOTS {
+            slots.clear();
+        }
+        let slot = slots.len() as u32;
+        slots.insert(t.ticker(), (slot, Arc::clone(t)));
+        full(Some(slot))
+    }
+
+    fn prices(&mut self, ticks: &[SharedTick]) -> pb::EncodedPrices {
+        pb::EncodedPrices { ticks: ticks.iter().map(|t| self.tick(t)).collect() }
+    }
+
+    /// One session's event as a link message.
+    pub(crate) fn event_out(&mut self, tag: u64, ev: &SessionEvent) -> pb::LinkEvent {
+        let event = match ev {
+            SessionEvent::Snapshot(t) => Event::Snapshot(self.prices(t)),
+            SessionEvent::Prices(t) => Event::Prices(self.prices(t)),
+            SessionEvent::Status(s) => Event::Status(statuses_out(s)),
+            SessionEvent::Closed(reason) => Event::Closed(close_out(*reason) as i32),
+        };
+        pb::LinkEvent { tag, event: Some(event) }
+    }
 }
 
 /// An attach refused with `status` (from `convert::to_status`), its metadata carried along.
@@ -95,87 +148,200 @@ fn refused_in(r: pb::LinkRefused) -> Status {
     status
 }
 
-/// A tick off the link, validated like any input (the record as `convert::price_in` checks it,
-/// JSON that is UTF-8 and an object); its bytes are then forwarded as they are, never encoded
-/// again.
-fn tick_in(t: pb::EncodedTick) -> Option<SharedTick> {
-    let p = t.record?;
+/// The gateway's half of a link's tick table: the tick last received in full under each slot.
+/// Messages arrive in the order the engine encoded them, so the two halves agree.
+#[derive(Default)]
+pub(crate) struct Decoder {
+    slots: Vec<Option<SharedTick>>,
+}
+
+impl Decoder {
+    /// A tick off the link: a repeat is the slot's tick (`None` for a slot never filled); a tick
+    /// in full is validated like any input (the record as `convert::price_in` checks it, JSON
+    /// that is UTF-8 and an object), kept under its slot, and its bytes are then forwarded as
+    /// they are, never encoded again.
+    fn tick(&mut self, t: pb::EncodedTick) -> Option<SharedTick> {
+        if let Some(slot) = t.repeat {
+            return self.slots.get(slot as usize).cloned().flatten();
+        }
+        let tick = t.record.and_then(|record| full_tick_in(record, t.json));
+        if let Some(slot) = t.slot.map(|s| s as usize) {
+            // A malformed tick empties its slot too: its repeats must not resolve to the one
+            // before it.
+            match self.slots.len() {
+                len if slot < len => self.slots[slot].clone_from(&tick),
+                // Slots are numbered densely, within `MAX_SLOTS`: anything else is malformed.
+                len if slot == len && slot < MAX_SLOTS as usize => self.slots.push(tick.clone()),
+                _ => return None,
+            }
+        }
+        tick
+    }
+
+    /// A link message back to (tag, what it says); `None` for a malformed one (skipped, never
+    /// trusted). Malformed ticks are dropped from their batch.
+    pub(crate) fn event_in(&mut self, ev: pb::LinkEvent) -> Option<(u64, Inbound)> {
+        let mut ticks = |p: pb::EncodedPrices| p.ticks.into_iter().filter_map(|t| self.tick(t)).collect();
+        let inbound = match ev.event? {
+            Event::Snapshot(p) => Inbound::Event(SessionEvent::Snapshot(ticks(p))),
+            Event::Prices(p) => Inbound::Event(SessionEvent::Prices(ticks(p))),
+            // Every entry malformed: an empty status event would break its contract (never
+            // empty), but the event still answers a grant: it becomes an empty batch, which the
+            // gateway's stream skips (as one whose every tick was malformed).
+            Event::Status(s) => Inbound::Event(match statuses_in(&s) {
+                list if list.is_empty() => SessionEvent::Prices(Vec::new()),
+                list => SessionEvent::Status(list),
+            }),
+            Event::Closed(r) => Inbound::Event(SessionEvent::Closed(close_in(r))),
+            Event::Refused(r) => Inbound::Refused(refused_in(r)),
+        };
+        Some((ev.tag, inbound))
+    }
+}
+
+fn full_tick_in(p: pb::Price, json: Vec<u8>) -> Option<SharedTick> {
     let ticker = Ticker::parse(&p.ticker).ok()?;
     let quote = quote_in(&p);
     let trading = price_trading_in(&p).ok()?;
-    let json = String::from_utf8(t.json).ok()?;
+    let json = String::from_utf8(json).ok()?;
     if !(json.starts_with('{') && json.ends_with('}')) {
         return None;
     }
     let tick = Tick::from_encoded(ticker, p.price, p.ts_ms, quote, trading, json.into_boxed_str()).ok()?;
-    Some(std::sync::Arc::new(tick))
-}
-
-/// A link message back to (tag, what it says); `None` for a malformed one (skipped, never
-/// trusted). Malformed ticks are dropped from their batch.
-pub(crate) fn event_in(ev: pb::LinkEvent) -> Option<(u64, Inbound)> {
-    let ticks = |p: pb::EncodedPrices| p.ticks.into_iter().filter_map(tick_in).collect();
-    let inbound = match ev.event? {
-        Event::Snapshot(p) => Inbound::Event(SessionEvent::Snapshot(ticks(p))),
-        Event::Prices(p) => Inbound::Event(SessionEvent::Prices(ticks(p))),
-        // Every entry malformed: an empty status event would break its contract (never empty),
-        // but the event still answers a grant: it becomes an empty batch, which the gateway's
-        // stream skips (as one whose every tick was malformed).
-        Event::Status(s) => Inbound::Event(match statuses_in(&s) {
-            list if list.is_empty() => SessionEvent::Prices(Vec::new()),
-            list => SessionEvent::Status(list),
-        }),
-        Event::Closed(r) => Inbound::Event(SessionEvent::Closed(close_in(r))),
-        Event::Refused(r) => Inbound::Refused(refused_in(r)),
-    };
-    Some((ev.tag, inbound))
+    Some(Arc::new(tick))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use tickstream_api::{Quote, ServiceError, TickerStatus, TradingStatus};
 
     use super::*;
     use crate::convert::{from_status, is_transport, to_status};
 
+    fn tick(ticker: &str, price: f64) -> SharedTick {
+        Arc::new(Tick::new(Ticker::parse(ticker).expect("ticker"), price, 5).expect("tick"))
+    }
+
+    fn entries(msg: &pb::LinkEvent) -> &[pb::EncodedTick] {
+        match &msg.event {
+            Some(Event::Prices(p) | Event::Snapshot(p)) => &p.ticks,
+            other => panic!("not prices: {other:?}"),
+        }
+    }
+
+    fn prices_in(decoder: &mut Decoder, msg: pb::LinkEvent) -> Vec<SharedTick> {
+        match decoder.event_in(msg) {
+            Some((_, Inbound::Event(SessionEvent::Prices(t) | SessionEvent::Snapshot(t)))) => t,
+            other => panic!("not prices: {other:?}"),
+        }
+    }
+
     #[test]
     fn events_cross_the_link_with_the_engines_bytes() {
-        let tick = Arc::new(Tick::new(Ticker::parse("AAPL").expect("ticker"), 189.25, 5).expect("tick"));
+        let tick = tick("AAPL", 189.25);
         let quote = Quote { bid: Some(189.0), ask: Some(189.5), volume: Some(10.0), ..Quote::EMPTY };
         let quoted = Tick::new(Ticker::parse("MSFT").expect("ticker"), 410.0, 6).expect("tick");
         let quoted = Arc::new(
             quoted.with_quote(quote).expect("quote").with_trading_status(Some(TradingStatus::Halted)),
         );
         let status = Arc::new(tickstream_api::StatusUpdate::new(tick.ticker(), TickerStatus::Stale, 5));
-        for ev in [
-            SessionEvent::Snapshot(vec![quoted.clone(), tick.clone()]),
-            SessionEvent::Status(vec![status]),
-            SessionEvent::Snapshot(vec![tick.clone()]),
-            SessionEvent::Prices(vec![tick.clone(), tick.clone()]),
-            SessionEvent::Closed(CloseReason::Replaced),
-            SessionEvent::Closed(CloseReason::SessionEnded),
-            SessionEvent::Closed(CloseReason::ShuttingDown),
-            SessionEvent::Closed(CloseReason::Unavailable),
-        ] {
-            let Some((7, Inbound::Event(got))) = event_in(event_out(7, &ev)) else { panic!("an event") };
-            assert_eq!(got, ev);
+        // With repeats (this gateway) and without (an engine of before them).
+        for repeats in [true, false] {
+            let (mut encoder, mut decoder) = (Encoder::new(repeats), Decoder::default());
+            for ev in [
+                SessionEvent::Snapshot(vec![quoted.clone(), tick.clone()]),
+                SessionEvent::Status(vec![status.clone()]),
+                SessionEvent::Snapshot(vec![tick.clone()]),
+                SessionEvent::Prices(vec![tick.clone(), quoted.clone()]),
+                SessionEvent::Closed(CloseReason::Replaced),
+                SessionEvent::Closed(CloseReason::SessionEnded),
+                SessionEvent::Closed(CloseReason::ShuttingDown),
+                SessionEvent::Closed(CloseReason::Unavailable),
+            ] {
+                let Some((7, Inbound::Event(got))) = decoder.event_in(encoder.event_out(7, &ev)) else {
+                    panic!("an event")
+                };
+                assert_eq!(got, ev);
+            }
         }
         // The gateway forwards what the engine encoded, not a re-encoding of the parts.
-        let mut msg = event_out(1, &SessionEvent::Prices(vec![tick]));
+        let mut msg = Encoder::new(true).event_out(1, &SessionEvent::Prices(vec![tick]));
         if let Some(Event::Prices(p)) = &mut msg.event {
             // (a JSON the gateway could not produce from the fields, to tell forwarding apart)
             p.ticks[0].json = br#"{"ticker":"AAPL","price":189.250,"ts":5}"#.to_vec();
         }
-        let Some((1, Inbound::Event(SessionEvent::Prices(got)))) = event_in(msg) else { panic!("prices") };
+        let got = prices_in(&mut Decoder::default(), msg);
         assert_eq!(got[0].json(), r#"{"ticker":"AAPL","price":189.250,"ts":5}"#);
     }
 
     #[test]
-    fn malformed_ticks_are_dropped_and_empty_messages_skipped() {
+    fn a_tick_crosses_a_link_in_full_once_however_many_sessions_get_it() {
+        let (mut encoder, mut decoder) = (Encoder::new(true), Decoder::default());
+        let (a1, b1, a2) = (tick("AAA", 1.0), tick("BBB", 2.0), tick("AAA", 3.0));
+        let batch =
+            |ticks: &[&SharedTick]| SessionEvent::Prices(ticks.iter().map(|&t| Arc::clone(t)).collect());
+        // The first session's batch carries both in full, under slots 0 and 1.
+        let first = encoder.event_out(0, &batch(&[&a1, &b1]));
+        let slots: Vec<_> = entries(&first).iter().map(|e| (e.record.is_some(), e.slot, e.repeat)).collect();
+        assert_eq!(slots, [(true, Some(0), None), (true, Some(1), None)]);
+        let got = prices_in(&mut decoder, first);
+        // Every other session's batch names them: the same ticks come out, shared, not copied.
+        for tag in 1..=3 {
+            let msg = encoder.event_out(tag, &batch(&[&b1, &a1]));
+            assert!(entries(&msg).iter().all(|e| e.record.is_none() && e.json.is_empty()), "{msg:?}");
+            assert_eq!(entries(&msg).iter().map(|e| e.repeat).collect::<Vec<_>>(), [Some(1), Some(0)]);
+            let again = prices_in(&mut decoder, msg);
+            assert!(Arc::ptr_eq(&again[0], &got[1]) && Arc::ptr_eq(&again[1], &got[0]));
+        }
+        // A newer tick of AAA goes in full under AAA's slot, and its repeats are the newer one.
+        let newer = encoder.event_out(4, &batch(&[&a2]));
+        assert_eq!((entries(&newer)[0].slot, entries(&newer)[0].repeat), (Some(0), None));
+        assert_eq!(prices_in(&mut decoder, newer), vec![a2.clone()]);
+        let repeat = encoder.event_out(5, &batch(&[&a2, &b1]));
+        assert_eq!(prices_in(&mut decoder, repeat), vec![a2, b1]);
+        // Without repeats asked for, every batch carries every tick in full.
+        let mut plain = Encoder::new(false);
+        for _ in 0..2 {
+            let msg = plain.event_out(0, &batch(&[&a1]));
+            assert!(entries(&msg).iter().all(|e| e.record.is_some() && e.slot.is_none()));
+        }
+    }
+
+    #[test]
+    fn a_link_that_numbered_every_slot_starts_over_and_the_gateway_follows() {
+        let (mut encoder, mut decoder) = (Encoder::new(true), Decoder::default());
+        for i in 0..MAX_SLOTS {
+            let ticks = vec![tick(&format!("T{i}"), 1.0)];
+            decoder.event_in(encoder.event_out(0, &SessionEvent::Prices(ticks))).expect("an event");
+        }
+        assert_eq!(decoder.slots.len(), MAX_SLOTS as usize);
+        // One ticker more: the engine's table starts over, and slot 0 is now this ticker's.
+        let last = tick("LAST", 2.0);
+        let msg = encoder.event_out(0, &SessionEvent::Prices(vec![last.clone()]));
+        assert_eq!(entries(&msg)[0].slot, Some(0));
+        assert_eq!(prices_in(&mut decoder, msg), vec![last.clone()]);
+        let repeat = encoder.event_out(1, &SessionEvent::Prices(vec![last.clone()]));
+        assert_eq!(entries(&repeat)[0].repeat, Some(0));
+        assert_eq!(prices_in(&mut decoder, repeat), vec![last]);
+        // A gateway never numbers past the bound, whatever it is sent.
+        let past = pb::EncodedTick { slot: Some(MAX_SLOTS), ..full_entry() };
+        assert!(prices_in(&mut decoder, prices_msg(vec![past])).is_empty());
+        assert_eq!(decoder.slots.len(), MAX_SLOTS as usize);
+    }
+
+    fn full_entry() -> pb::EncodedTick {
         let record = pb::Price { ticker: "B".into(), price: 2.0, ts_ms: 1, ..pb::Price::default() };
-        let good = pb::EncodedTick { record: Some(record.clone()), json: b"{}".to_vec() };
+        pb::EncodedTick { record: Some(record), json: b"{}".to_vec(), ..pb::EncodedTick::default() }
+    }
+
+    fn prices_msg(ticks: Vec<pb::EncodedTick>) -> pb::LinkEvent {
+        pb::LinkEvent { tag: 3, event: Some(Event::Prices(pb::EncodedPrices { ticks })) }
+    }
+
+    #[test]
+    fn malformed_ticks_are_dropped_and_empty_messages_skipped() {
+        let good = full_entry();
+        let record = good.record.clone().expect("record");
         let with = |p: pb::Price| pb::EncodedTick { record: Some(p), ..good.clone() };
         let bad = [
             with(pb::Price { ticker: "no way".into(), ..record.clone() }),
@@ -185,13 +351,21 @@ mod tests {
             pb::EncodedTick { record: None, ..good.clone() },
             pb::EncodedTick { json: vec![0xff, 0xfe], ..good.clone() },
             pb::EncodedTick { json: b"\"a string\"".to_vec(), ..good.clone() },
+            // A repeat of a slot never filled, and a slot that skips one.
+            pb::EncodedTick { repeat: Some(0), ..pb::EncodedTick::default() },
+            pb::EncodedTick { slot: Some(1), ..good.clone() },
         ];
         let mut ticks = bad.to_vec();
-        ticks.push(good);
-        let msg = pb::LinkEvent { tag: 3, event: Some(Event::Prices(pb::EncodedPrices { ticks })) };
-        let Some((3, Inbound::Event(SessionEvent::Prices(got)))) = event_in(msg) else { panic!("prices") };
-        assert_eq!(got.len(), 1);
-        assert!(event_in(pb::LinkEvent { tag: 3, event: None }).is_none());
+        ticks.push(good.clone());
+        let mut decoder = Decoder::default();
+        assert_eq!(prices_in(&mut decoder, prices_msg(ticks)).len(), 1);
+        assert!(decoder.event_in(pb::LinkEvent { tag: 3, event: None }).is_none());
+        // A malformed tick in full empties its slot: its repeats are dropped, not the tick before.
+        let filled = pb::EncodedTick { slot: Some(0), ..good.clone() };
+        let emptied = pb::EncodedTick { slot: Some(0), ..bad[1].clone() };
+        let repeat = pb::EncodedTick { repeat: Some(0), ..pb::EncodedTick::default() };
+        assert_eq!(prices_in(&mut decoder, prices_msg(vec![filled, repeat.clone()])).len(), 2);
+        assert!(prices_in(&mut decoder, prices_msg(vec![emptied, repeat])).is_empty());
     }
 
     #[test]
@@ -202,7 +376,8 @@ mod tests {
             ServiceError::InvalidRate { min: 0.5, max: 9.0 },
             ServiceError::Unavailable("redis down".into()),
         ] {
-            let Some((2, Inbound::Refused(status))) = event_in(refused_out(2, &to_status(e.clone()))) else {
+            let refusal = refused_out(2, &to_status(e.clone()));
+            let Some((2, Inbound::Refused(status))) = Decoder::default().event_in(refusal) else {
                 panic!("a refusal")
             };
             assert!(!is_transport(&status), "an answer, not a transport failure: {status:?}");

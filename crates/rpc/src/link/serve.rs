@@ -27,7 +27,7 @@ use tickstream_telemetry::GaugeGuard;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::Status;
 
-use super::{event_out, refused_out};
+use super::{Encoder, refused_out};
 use crate::convert::to_status;
 use crate::pb;
 use crate::pb::link_request::Kind;
@@ -106,16 +106,20 @@ pub(crate) struct Sessions<U> {
     attaches: FuturesUnordered<BoxFuture<'static, (u64, Result<U, ServiceError>)>>,
     streams: SelectAll<Gated<U>>,
     max_sessions: usize,
+    /// The link's tick table: a tick sent to many of its sessions crosses in full once.
+    encoder: Encoder,
 }
 
 impl<U: Stream<Item = SessionEvent> + Unpin + Send + 'static> Sessions<U> {
-    pub(crate) fn new(max_sessions: usize) -> Self {
+    /// `repeats`: the gateway asked for repeated ticks by slot (`link::REPEATS_KEY`).
+    pub(crate) fn new(max_sessions: usize, repeats: bool) -> Self {
         Self {
             gates: HashMap::new(),
             attaching: HashSet::new(),
             attaches: FuturesUnordered::new(),
             streams: SelectAll::new(),
             max_sessions,
+            encoder: Encoder::new(repeats),
         }
     }
 
@@ -191,7 +195,7 @@ impl<U: Stream<Item = SessionEvent> + Unpin + Send + 'static> Sessions<U> {
                 if matches!(event, SessionEvent::Closed(_)) {
                     self.gates.remove(&tag);
                 }
-                Poll::Ready(event_out(tag, &event))
+                Poll::Ready(self.encoder.event_out(tag, &event))
             }
             // Empty: the next attach is pushed from within a later poll, which polls again.
             Poll::Ready(None) | Poll::Pending => Poll::Pending,
@@ -216,13 +220,14 @@ impl<S: MonitoringService, R> LinkStream<S, R> {
         service: Arc<S>,
         requests: R,
         max_sessions: usize,
+        repeats: bool,
         shutdown: CancellationToken,
         task: GaugeGuard,
     ) -> Self {
         Self {
             service,
             requests,
-            sessions: Sessions::new(max_sessions),
+            sessions: Sessions::new(max_sessions, repeats),
             outbox: VecDeque::new(),
             shutdown: Box::pin(shutdown.cancelled_owned()),
             done: false,
@@ -236,7 +241,7 @@ impl<S: MonitoringService, R> LinkStream<S, R> {
     /// round to dropping this stream.
     fn finish(&mut self) {
         self.done = true;
-        self.sessions = Sessions::new(0);
+        self.sessions = Sessions::new(0, false);
         self.outbox.clear();
     }
 }

@@ -16,7 +16,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use super::*;
-use crate::link::{Inbound, event_in};
+use crate::link::{Decoder, Inbound};
+
+/// One message read alone (these links send every tick in full: no repeats asked for).
+fn event_in(ev: pb::LinkEvent) -> Option<(u64, Inbound)> {
+    Decoder::default().event_in(ev)
+}
 
 type Script = futures::channel::mpsc::UnboundedReceiver<SessionEvent>;
 type Feed = futures::channel::mpsc::UnboundedSender<SessionEvent>;
@@ -40,7 +45,7 @@ fn prices(p: f64) -> SessionEvent {
 
 /// Sessions whose streams are channels the test feeds; `feeds[i]` belongs to tag `i`.
 fn scripted(n: usize) -> (Sessions<Script>, Vec<Feed>) {
-    let mut sessions = Sessions::new(n);
+    let mut sessions = Sessions::new(n, false);
     let mut feeds = Vec::new();
     for tag in 0..n as u64 {
         let (feed, script) = futures::channel::mpsc::unbounded();
@@ -120,7 +125,7 @@ fn bad_attaches_are_refused_and_a_reused_tag_ends_the_link() {
     let full = sessions.request(attach_req(5, SessionId::random()), |_| unreachable!()).expect("answered");
     let Some((5, Inbound::Refused(status))) = full.and_then(event_in) else { panic!("refused") };
     assert_eq!(status.code(), Code::ResourceExhausted);
-    let mut roomy: Sessions<Script> = Sessions::new(4);
+    let mut roomy: Sessions<Script> = Sessions::new(4, false);
     let bad =
         pb::LinkRequest { kind: Some(Kind::Attach(pb::LinkAttach { tag: 1, session_id: "nope".into() })) };
     let Some((1, Inbound::Refused(status))) =
@@ -142,7 +147,7 @@ fn bad_attaches_are_refused_and_a_reused_tag_ends_the_link() {
 
 #[test]
 fn a_detach_that_overtakes_its_attach_drops_the_stream_when_it_opens() {
-    let mut sessions: Sessions<Script> = Sessions::new(4);
+    let mut sessions: Sessions<Script> = Sessions::new(4, false);
     let (feed, script) = futures::channel::mpsc::unbounded();
     let (open, opened) = futures::channel::oneshot::channel::<()>();
     let attach = move |_| async move {
@@ -176,7 +181,7 @@ async fn engine_link() -> (
     let requests = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let draining = CancellationToken::new();
     let task = metrics.task("grpc_link");
-    let link = LinkStream::new(Arc::new(engine.clone()), requests, 10, draining.clone(), task);
+    let link = LinkStream::new(Arc::new(engine.clone()), requests, 10, false, draining.clone(), task);
     (engine, id, tx, link, draining, metrics)
 }
 
