@@ -73,7 +73,7 @@ const MAX_SLOTS: u32 = 1 << 17;
 
 /// The engine's half of a link's tick table: per ticker, the slot it was given on this link and
 /// the tick last sent in full under it. A tick watched by 200 sessions of a link is encoded and
-/// decoded once, not 200 times; the other batches name it in two varints.
+/// decoded once, not 200 times; the other batches name it in one packed varint.
 pub(crate) struct Encoder {
     /// `None`: the gateway did not ask for repeats; every tick goes in full.
     slots: Option<HashMap<Ticker, (u32, SharedTick), RandomState>>,
@@ -84,32 +84,38 @@ impl Encoder {
         Self { slots: repeats.then(HashMap::default) }
     }
 
-    fn tick(&mut self, t: &SharedTick) -> pb::EncodedTick {
-        let full = |slot| pb::EncodedTick {
-            record: Some(price_out(t)),
-            json: t.json().as_bytes().to_vec(),
-            slot,
-            repeat: None,
-        };
-        let Some(slots) = &mut self.slots else { return full(None) };
+    /// Adds `t` to `out`: in full, or as a repeat of its slot.
+    fn tick(&mut self, t: &SharedTick, out: &mut pb::EncodedPrices) {
+        let full =
+            |slot| pb::EncodedTick { record: Some(price_out(t)), json: t.json().as_bytes().to_vec(), slot };
+        let Some(slots) = &mut self.slots else { return out.ticks.push(full(None)) };
         if let Some((slot, last)) = slots.get_mut(&t.ticker()) {
             // The same `Arc`: the table holds it, so the pointer cannot have been reused.
             if Arc::ptr_eq(last, t) {
-                return pb::EncodedTick { repeat: Some(*slot), ..pb::EncodedTick::default() };
+                return out.repeats.push(*slot);
             }
             *last = Arc::clone(t);
-            return full(Some(*slot));
+            return out.ticks.push(full(Some(*slot)));
         }
         if slots.len() as u32 >= MAX_SLOTS {
             slots.clear();
         }
         let slot = slots.len() as u32;
         slots.insert(t.ticker(), (slot, Arc::clone(t)));
-        full(Some(slot))
+        out.ticks.push(full(Some(slot)));
     }
 
+    /// A batch: its ticks in full first, then its repeats (a batch is a set, in no particular
+    /// order).
     fn prices(&mut self, ticks: &[SharedTick]) -> pb::EncodedPrices {
-        pb::EncodedPrices { ticks: ticks.iter().map(|t| self.tick(t)).collect() }
+        let mut out = pb::EncodedPrices::default();
+        if self.slots.is_some() {
+            out.repeats.reserve(ticks.len());
+        }
+        for t in ticks {
+            self.tick(t, &mut out);
+        }
+        out
     }
 
     /// One session's event as a link message.
@@ -156,14 +162,10 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    /// A tick off the link: a repeat is the slot's tick (`None` for a slot never filled); a tick
-    /// in full is validated like any input (the record as `convert::price_in` checks it, JSON
-    /// that is UTF-8 and an object), kept under its slot, and its bytes are then forwarded as
-    /// they are, never encoded again.
+    /// A tick in full off the link, validated like any input (the record as `convert::price_in`
+    /// checks it, JSON that is UTF-8 and an object) and kept under its slot; its bytes are then
+    /// forwarded as they are, never encoded again.
     fn tick(&mut self, t: pb::EncodedTick) -> Option<SharedTick> {
-        if let Some(slot) = t.repeat {
-            return self.slots.get(slot as usize).cloned().flatten();
-        }
         let tick = t.record.and_then(|record| full_tick_in(record, t.json));
         if let Some(slot) = t.slot.map(|s| s as usize) {
             // A malformed tick empties its slot too: its repeats must not resolve to the one
@@ -178,13 +180,21 @@ impl Decoder {
         tick
     }
 
+    /// A batch's ticks: those in full, then the repeats (the slots' ticks; one of a slot never
+    /// filled is dropped).
+    fn prices(&mut self, p: pb::EncodedPrices) -> Vec<SharedTick> {
+        let mut ticks = Vec::with_capacity(p.ticks.len() + p.repeats.len());
+        ticks.extend(p.ticks.into_iter().filter_map(|t| self.tick(t)));
+        ticks.extend(p.repeats.iter().filter_map(|&slot| self.slots.get(slot as usize).cloned().flatten()));
+        ticks
+    }
+
     /// A link message back to (tag, what it says); `None` for a malformed one (skipped, never
     /// trusted). Malformed ticks are dropped from their batch.
     pub(crate) fn event_in(&mut self, ev: pb::LinkEvent) -> Option<(u64, Inbound)> {
-        let mut ticks = |p: pb::EncodedPrices| p.ticks.into_iter().filter_map(|t| self.tick(t)).collect();
         let inbound = match ev.event? {
-            Event::Snapshot(p) => Inbound::Event(SessionEvent::Snapshot(ticks(p))),
-            Event::Prices(p) => Inbound::Event(SessionEvent::Prices(ticks(p))),
+            Event::Snapshot(p) => Inbound::Event(SessionEvent::Snapshot(self.prices(p))),
+            Event::Prices(p) => Inbound::Event(SessionEvent::Prices(self.prices(p))),
             // Every entry malformed: an empty status event would break its contract (never
             // empty), but the event still answers a grant: it becomes an empty batch, which the
             // gateway's stream skips (as one whose every tick was malformed).
@@ -222,11 +232,16 @@ mod tests {
         Arc::new(Tick::new(Ticker::parse(ticker).expect("ticker"), price, 5).expect("tick"))
     }
 
-    fn entries(msg: &pb::LinkEvent) -> &[pb::EncodedTick] {
+    fn batch(msg: &pb::LinkEvent) -> &pb::EncodedPrices {
         match &msg.event {
-            Some(Event::Prices(p) | Event::Snapshot(p)) => &p.ticks,
+            Some(Event::Prices(p) | Event::Snapshot(p)) => p,
             other => panic!("not prices: {other:?}"),
         }
+    }
+
+    /// Each tick in full of a batch as (slot, price).
+    fn in_full(msg: &pb::LinkEvent) -> Vec<(Option<u32>, f64)> {
+        batch(msg).ticks.iter().map(|e| (e.slot, e.record.as_ref().expect("a record").price)).collect()
     }
 
     fn prices_in(decoder: &mut Decoder, msg: pb::LinkEvent) -> Vec<SharedTick> {
@@ -278,32 +293,35 @@ mod tests {
     fn a_tick_crosses_a_link_in_full_once_however_many_sessions_get_it() {
         let (mut encoder, mut decoder) = (Encoder::new(true), Decoder::default());
         let (a1, b1, a2) = (tick("AAA", 1.0), tick("BBB", 2.0), tick("AAA", 3.0));
-        let batch =
+        let batch_of =
             |ticks: &[&SharedTick]| SessionEvent::Prices(ticks.iter().map(|&t| Arc::clone(t)).collect());
         // The first session's batch carries both in full, under slots 0 and 1.
-        let first = encoder.event_out(0, &batch(&[&a1, &b1]));
-        let slots: Vec<_> = entries(&first).iter().map(|e| (e.record.is_some(), e.slot, e.repeat)).collect();
-        assert_eq!(slots, [(true, Some(0), None), (true, Some(1), None)]);
+        let first = encoder.event_out(0, &batch_of(&[&a1, &b1]));
+        assert_eq!(
+            (in_full(&first), batch(&first).repeats.clone()),
+            (vec![(Some(0), 1.0), (Some(1), 2.0)], vec![])
+        );
         let got = prices_in(&mut decoder, first);
         // Every other session's batch names them: the same ticks come out, shared, not copied.
         for tag in 1..=3 {
-            let msg = encoder.event_out(tag, &batch(&[&b1, &a1]));
-            assert!(entries(&msg).iter().all(|e| e.record.is_none() && e.json.is_empty()), "{msg:?}");
-            assert_eq!(entries(&msg).iter().map(|e| e.repeat).collect::<Vec<_>>(), [Some(1), Some(0)]);
+            let msg = encoder.event_out(tag, &batch_of(&[&b1, &a1]));
+            assert!(batch(&msg).ticks.is_empty(), "{msg:?}");
+            assert_eq!(batch(&msg).repeats, [1, 0]);
             let again = prices_in(&mut decoder, msg);
             assert!(Arc::ptr_eq(&again[0], &got[1]) && Arc::ptr_eq(&again[1], &got[0]));
         }
-        // A newer tick of AAA goes in full under AAA's slot, and its repeats are the newer one.
-        let newer = encoder.event_out(4, &batch(&[&a2]));
-        assert_eq!((entries(&newer)[0].slot, entries(&newer)[0].repeat), (Some(0), None));
-        assert_eq!(prices_in(&mut decoder, newer), vec![a2.clone()]);
-        let repeat = encoder.event_out(5, &batch(&[&a2, &b1]));
+        // A newer tick of AAA goes in full under AAA's slot, beside a repeat of BBB, and AAA's
+        // repeats are the newer one from then on.
+        let newer = encoder.event_out(4, &batch_of(&[&b1, &a2]));
+        assert_eq!((in_full(&newer), batch(&newer).repeats.clone()), (vec![(Some(0), 3.0)], vec![1]));
+        assert_eq!(prices_in(&mut decoder, newer), vec![a2.clone(), b1.clone()]);
+        let repeat = encoder.event_out(5, &batch_of(&[&a2, &b1]));
         assert_eq!(prices_in(&mut decoder, repeat), vec![a2, b1]);
         // Without repeats asked for, every batch carries every tick in full.
         let mut plain = Encoder::new(false);
         for _ in 0..2 {
-            let msg = plain.event_out(0, &batch(&[&a1]));
-            assert!(entries(&msg).iter().all(|e| e.record.is_some() && e.slot.is_none()));
+            let msg = plain.event_out(0, &batch_of(&[&a1]));
+            assert_eq!((in_full(&msg), batch(&msg).repeats.clone()), (vec![(None, 1.0)], vec![]));
         }
     }
 
@@ -318,14 +336,14 @@ mod tests {
         // One ticker more: the engine's table starts over, and slot 0 is now this ticker's.
         let last = tick("LAST", 2.0);
         let msg = encoder.event_out(0, &SessionEvent::Prices(vec![last.clone()]));
-        assert_eq!(entries(&msg)[0].slot, Some(0));
+        assert_eq!(in_full(&msg), [(Some(0), 2.0)]);
         assert_eq!(prices_in(&mut decoder, msg), vec![last.clone()]);
         let repeat = encoder.event_out(1, &SessionEvent::Prices(vec![last.clone()]));
-        assert_eq!(entries(&repeat)[0].repeat, Some(0));
+        assert_eq!(batch(&repeat).repeats, [0]);
         assert_eq!(prices_in(&mut decoder, repeat), vec![last]);
         // A gateway never numbers past the bound, whatever it is sent.
         let past = pb::EncodedTick { slot: Some(MAX_SLOTS), ..full_entry() };
-        assert!(prices_in(&mut decoder, prices_msg(vec![past])).is_empty());
+        assert!(prices_in(&mut decoder, prices_msg(vec![past], vec![MAX_SLOTS])).is_empty());
         assert_eq!(decoder.slots.len(), MAX_SLOTS as usize);
     }
 
@@ -334,8 +352,8 @@ mod tests {
         pb::EncodedTick { record: Some(record), json: b"{}".to_vec(), ..pb::EncodedTick::default() }
     }
 
-    fn prices_msg(ticks: Vec<pb::EncodedTick>) -> pb::LinkEvent {
-        pb::LinkEvent { tag: 3, event: Some(Event::Prices(pb::EncodedPrices { ticks })) }
+    fn prices_msg(ticks: Vec<pb::EncodedTick>, repeats: Vec<u32>) -> pb::LinkEvent {
+        pb::LinkEvent { tag: 3, event: Some(Event::Prices(pb::EncodedPrices { ticks, repeats })) }
     }
 
     #[test]
@@ -351,21 +369,20 @@ mod tests {
             pb::EncodedTick { record: None, ..good.clone() },
             pb::EncodedTick { json: vec![0xff, 0xfe], ..good.clone() },
             pb::EncodedTick { json: b"\"a string\"".to_vec(), ..good.clone() },
-            // A repeat of a slot never filled, and a slot that skips one.
-            pb::EncodedTick { repeat: Some(0), ..pb::EncodedTick::default() },
+            // A slot that skips one.
             pb::EncodedTick { slot: Some(1), ..good.clone() },
         ];
         let mut ticks = bad.to_vec();
         ticks.push(good.clone());
         let mut decoder = Decoder::default();
-        assert_eq!(prices_in(&mut decoder, prices_msg(ticks)).len(), 1);
+        // (and a repeat of a slot never filled)
+        assert_eq!(prices_in(&mut decoder, prices_msg(ticks, vec![0])).len(), 1);
         assert!(decoder.event_in(pb::LinkEvent { tag: 3, event: None }).is_none());
         // A malformed tick in full empties its slot: its repeats are dropped, not the tick before.
         let filled = pb::EncodedTick { slot: Some(0), ..good.clone() };
         let emptied = pb::EncodedTick { slot: Some(0), ..bad[1].clone() };
-        let repeat = pb::EncodedTick { repeat: Some(0), ..pb::EncodedTick::default() };
-        assert_eq!(prices_in(&mut decoder, prices_msg(vec![filled, repeat.clone()])).len(), 2);
-        assert!(prices_in(&mut decoder, prices_msg(vec![emptied, repeat])).is_empty());
+        assert_eq!(prices_in(&mut decoder, prices_msg(vec![filled], vec![0])).len(), 2);
+        assert!(prices_in(&mut decoder, prices_msg(vec![emptied], vec![0])).is_empty());
     }
 
     #[test]
