@@ -61,7 +61,7 @@ fn close_in(reason: i32) -> CloseReason {
     }
 }
 
-/// Metadata a gateway puts on its `Link` call to ask for repeats (`EncodedTick.repeat`). An
+/// Metadata a gateway puts on its `Link` call to ask for repeats (`EncodedPrices.repeats`). An
 /// engine that does not know it sends every tick in full, which a gateway reads all the same, so
 /// gateways and engines of either version link up during a rolling upgrade.
 pub(crate) const REPEATS_KEY: &str = "tickstream-link-repeats";
