@@ -19,7 +19,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::auth::StreamAuth;
 
@@ -324,13 +324,7 @@ impl<S: MonitoringService> Connection<S> {
         if !timed {
             return;
         }
-        let now_ms =
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0);
-        for tick in ticks {
-            // `ts` has millisecond resolution; clocks of external producers may run ahead.
-            let latency_ms = (now_ms - tick.ts_ms() as f64).max(0.0);
-            self.metrics.delivery_latency.observe(latency_ms / 1e3);
-        }
+        self.metrics.observe_delivery(ticks.iter().map(|t| t.ts_ms()));
     }
 
     /// Sends the close frame (when the server ends the connection) or completes the client's

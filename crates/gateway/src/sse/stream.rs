@@ -12,7 +12,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use futures::{Stream, StreamExt};
@@ -153,12 +153,7 @@ impl SseStream {
     /// The same accounting as a WebSocket's data message: updates delivered and their latency.
     fn delivered(&self, ticks: &[SharedTick]) {
         self.metrics.updates_delivered.inc_by(ticks.len() as u64);
-        let now_ms =
-            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1e3).unwrap_or(0.0);
-        for tick in ticks {
-            let latency_ms = (now_ms - tick.ts_ms() as f64).max(0.0);
-            self.metrics.delivery_latency.observe(latency_ms / 1e3);
-        }
+        self.metrics.observe_delivery(ticks.iter().map(|t| t.ts_ms()));
     }
 }
 
