@@ -19,14 +19,18 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 use tokio::runtime::{Handle, RuntimeMetrics};
 
-/// The multi-thread runtime every role runs on: tokio's defaults (one worker per core, every
-/// driver) plus, with `tokio_unstable`, the poll-time and schedule-latency histograms.
+/// The multi-thread runtime every role runs on: tokio's defaults (every driver; one worker per
+/// core unless `worker_threads` says otherwise) plus, with `tokio_unstable`, the poll-time and
+/// schedule-latency histograms.
 ///
 /// # Errors
 /// When the OS refuses the runtime's threads or its I/O driver.
-pub fn build_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub fn build_runtime(worker_threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
+    if let Some(n) = worker_threads {
+        builder.worker_threads(n);
+    }
     #[cfg(tokio_unstable)]
     {
         use tokio::runtime::{HistogramConfiguration, LogHistogram};
@@ -363,7 +367,9 @@ mod tests {
     #[cfg(tokio_unstable)]
     #[test]
     fn the_role_runtime_exports_steals_polls_and_both_histograms() {
-        let rt = super::build_runtime().expect("runtime");
+        // Sized as asked (`--worker-threads`), whatever the machine's cores.
+        let rt = super::build_runtime(Some(3)).expect("runtime");
+        assert_eq!(rt.metrics().num_workers(), 3);
         let m = Metrics::new();
         m.observe_runtime(rt.handle());
         let polled = |text: &str| {

@@ -36,6 +36,19 @@ pub enum Command {
 
 pub use tickstream_telemetry::logging::LogFormat;
 
+impl Command {
+    /// The settings every server role has (none for the tools).
+    pub fn common(&self) -> Option<&CommonOpts> {
+        match self {
+            Command::Serve(a) => Some(&a.common),
+            Command::Engine(a) => Some(&a.common),
+            Command::Gateway(a) => Some(&a.common),
+            Command::Feed(a) => Some(&a.common),
+            Command::Token(_) | Command::Load(_) | Command::Config(_) => None,
+        }
+    }
+}
+
 use tickstream_api::parse_duration as duration;
 use tickstream_engine::EngineConfig;
 use tickstream_feed::FeedConfig;
@@ -180,6 +193,10 @@ pub struct CommonOpts {
     /// Log format.
     #[arg(long, env = "TICKSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Runtime worker threads (default: one per core), e.g. to fit the role to the cores it is
+    /// given.
+    #[arg(long, env = "TICKSTREAM_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
 }
 
 /// Flags of `tickstream serve`.

@@ -29,6 +29,21 @@ fn parses_durations_and_flags() {
 }
 
 #[test]
+fn every_server_role_sizes_its_runtime_and_the_tools_do_not() {
+    let cli = |argv: &[&str]| Cli::try_parse_from(argv).unwrap().command;
+    assert_eq!(cli(&["tickstream", "serve"]).common().unwrap().worker_threads, None);
+    for role in ["serve", "engine", "feed"] {
+        let c = cli(&["tickstream", role, "--worker-threads", "1"]);
+        assert_eq!(c.common().unwrap().worker_threads, Some(1), "{role}");
+    }
+    let g = cli(&["tickstream", "gateway", "--engine", "http://a:1", "--worker-threads", "2"]);
+    assert_eq!(g.common().unwrap().worker_threads, Some(2));
+    assert!(cli(&["tickstream", "token", "--jwt-secret-file", "f", "--sub", "a"]).common().is_none());
+    // No worker at all is no runtime.
+    assert!(Cli::try_parse_from(["tickstream", "serve", "--worker-threads", "0"]).is_err());
+}
+
+#[test]
 fn validation_rejects_settings_that_cannot_work() {
     let check = |argv: &[&str]| {
         let mut full = vec!["serve"];

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::io;
 use std::process::ExitCode;
 
-use tickstream::cli::{Command, CommonOpts};
+use tickstream::cli::{Cli, Command, CommonOpts};
 use tickstream::config_file::{self, ConfigAction, ConfigArgs, ParseError};
 use tickstream::node::Handle;
 use tickstream::{engine, feed, gateway, serve};
@@ -38,10 +38,17 @@ fn tune_allocator() {
 fn main() -> ExitCode {
     #[cfg(unix)]
     tune_allocator();
+    // clap, with the role's config file (if any) under its flags and env vars; before the
+    // runtime, which `--worker-threads` sizes.
+    let cli = match config_file::parse_from(std::env::args_os()) {
+        Ok(parsed) => parsed.cli,
+        Err(e) => return parse_failed(e),
+    };
+    let threads = cli.command.common().and_then(|c| c.worker_threads).map(usize::from);
     // Not `#[tokio::main]`: the runtime records the poll-time and schedule-latency histograms
     // that `/metrics` exports as `tickstream_runtime_*` (see `tickstream_telemetry::build_runtime`).
-    match tickstream_telemetry::build_runtime() {
-        Ok(runtime) => runtime.block_on(run_cli()),
+    match tickstream_telemetry::build_runtime(threads) {
+        Ok(runtime) => runtime.block_on(run_cli(cli)),
         Err(e) => {
             eprintln!("tickstream: cannot start the async runtime: {e}");
             ExitCode::FAILURE
@@ -49,14 +56,9 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run_cli() -> ExitCode {
+async fn run_cli(cli: Cli) -> ExitCode {
     // Before anything builds a rustls config on its own (redis' `rediss://`).
     tickstream_auth::tls::install_default_provider();
-    // clap, with the role's config file (if any) under its flags and env vars.
-    let cli = match config_file::parse_from(std::env::args_os()) {
-        Ok(parsed) => parsed.cli,
-        Err(e) => return parse_failed(e),
-    };
     match cli.command {
         Command::Load(args) => load(args).await,
         Command::Config(args) => config(&args),

@@ -2,12 +2,13 @@
 //! all-in-one `serve` is ready; a gateway is not while no engine answers and is once one does;
 //! every Redis node (serve, engine, feed) is not ready while its `redis-server` is down and is
 //! again once it is back. Draining is covered where it can be observed deterministically
-//! (`tickstream-gateway`'s ops and readiness tests).
+//! (`tickstream-gateway`'s ops and readiness tests). Also: the runtime the binary builds has
+//! the `--worker-threads` it was given.
 
 mod common;
 
 use clap::Parser;
-use common::cluster::{EdgeNode, EngineNode, Node, Redis, eventually};
+use common::cluster::{EdgeNode, EngineNode, Node, Redis, eventually, metric};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tickstream::cli::GatewayArgs;
@@ -41,6 +42,21 @@ async fn serve_is_alive_and_ready() {
     let s = common::server(&[]).await;
     assert_eq!(get(&s.base, "/healthz").await, (StatusCode::OK, json!({ "status": "ok" })));
     assert_eq!(get(&s.base, "/readyz").await, ready());
+}
+
+/// `--worker-threads` reaches the runtime the binary builds before it parses anything else
+/// (the role's flags are read first for it), and `/metrics` says so.
+#[tokio::test]
+async fn the_binary_runs_the_worker_threads_it_is_given() {
+    for threads in [1, 3] {
+        let node =
+            EdgeNode::serve_on("127.0.0.1:0", &["--no-feed", "--worker-threads", &threads.to_string()]);
+        assert_eq!(
+            metric(&node.base, "tickstream_runtime_workers").await,
+            threads,
+            "--worker-threads {threads}"
+        );
+    }
 }
 
 #[tokio::test]
