@@ -36,6 +36,15 @@ pub enum Command {
 
 pub use tickstream_telemetry::logging::LogFormat;
 
+use tickstream_api::parse_duration as duration;
+use tickstream_engine::EngineConfig;
+use tickstream_feed::FeedConfig;
+use tickstream_gateway::GatewayConfig;
+use tickstream_rpc::{GrpcServerConfig, RemoteConfig};
+
+/// Where the Redis-backed roles look for Redis when not told.
+const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
+
 impl Command {
     /// The settings every server role has (none for the tools).
     pub fn common(&self) -> Option<&CommonOpts> {
@@ -48,15 +57,6 @@ impl Command {
         }
     }
 }
-
-use tickstream_api::parse_duration as duration;
-use tickstream_engine::EngineConfig;
-use tickstream_feed::FeedConfig;
-use tickstream_gateway::GatewayConfig;
-use tickstream_rpc::{GrpcServerConfig, RemoteConfig};
-
-/// Where the Redis-backed roles look for Redis when not told.
-const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 
 /// A duration default for clap, formatted from the config type's `DEFAULT` (so `--help`, the
 /// parsed default and the README cannot disagree with the code that uses it). clap wants a
