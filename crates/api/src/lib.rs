@@ -31,7 +31,7 @@ pub use config::ConfigError;
 pub use duration::{format_duration, parse_duration};
 pub use error_code::ErrorCode;
 pub use quote::{Quote, QuoteError};
-pub use service::{CloseReason, MonitoringService, ServiceError, SessionEvent, StartRequest};
+pub use service::{CloseReason, DirectWrite, MonitoringService, ServiceError, SessionEvent, StartRequest};
 pub use session::{SessionId, SessionInfo, SessionState};
 pub use status::{SharedStatus, StatusUpdate, TickerStatus, TradingStatus};
 pub use tick::{SharedTick, Tick, TickError, TsError, TsWindow, now_ms};

@@ -136,4 +136,24 @@ pub trait MonitoringService: Send + Sync + 'static {
     fn ready(&self) -> bool {
         true
     }
+
+    /// Hands the engine the socket's writer, so that a price which finds the stream parked —
+    /// its consumer idle, nothing pending — is written to the socket at once by the fan-out,
+    /// with no wake-up and no poll of the connection's task (as uWebSockets writes from its
+    /// publish loop). Everything else still travels through the stream: snapshots, statuses,
+    /// and every price that arrives while a write is in flight, conflated as before.
+    ///
+    /// The default ignores it. A remote engine does: its link's batches are written by the
+    /// socket's task, whose wake-up is what lets them grow (`docs/design.md`, "The engine link").
+    fn write_direct(&self, updates: &mut Self::Updates, writer: std::sync::Arc<dyn DirectWrite>) {
+        let _ = (updates, writer);
+    }
+}
+
+/// A socket's writer as the fan-out sees it ([`MonitoringService::write_direct`]).
+pub trait DirectWrite: Send + Sync + std::fmt::Debug {
+    /// Writes `ticks` as the socket's next data message (`prices`), now and without waiting,
+    /// and says so; or writes nothing and returns false (the socket is busy, or full), and the
+    /// prices go through the stream as if there were no writer.
+    fn write_prices(&self, ticks: &[crate::SharedTick]) -> bool;
 }

@@ -35,6 +35,9 @@ impl Engine {
                 return Err(ServiceError::SessionNotFound);
             }
             st.epoch += 1;
+            // The old stream's socket is not this one's; the new stream has not parked yet.
+            st.direct = None;
+            st.parked = false;
             // The replaced stream wakes, sees a stale epoch and ends with `Replaced`.
             st.wake();
             st.pending.clear();

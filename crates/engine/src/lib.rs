@@ -168,6 +168,10 @@ impl MonitoringService for Engine {
     }
 
     /// Not ready once draining: a gateway's probe then moves new streams elsewhere.
+    fn write_direct(&self, updates: &mut Updates, writer: Arc<dyn tickstream_api::DirectWrite>) {
+        updates.write_direct(writer);
+    }
+
     fn ready(&self) -> bool {
         !self.is_closing()
     }
@@ -183,6 +187,8 @@ pub(crate) fn unavailable(e: BrokerError) -> ServiceError {
 
 #[cfg(test)]
 mod coalesce_tests;
+#[cfg(test)]
+mod direct_tests;
 #[cfg(test)]
 mod size_tests;
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use parking_lot::Mutex;
-use tickstream_api::{CloseReason, SessionId, SessionState, SharedStatus, SharedTick, Ticker};
+use tickstream_api::{CloseReason, DirectWrite, SessionId, SessionState, SharedStatus, SharedTick, Ticker};
 use tickstream_telemetry::Metrics;
 use tokio::time::Instant;
 
@@ -67,6 +67,11 @@ pub(crate) struct StreamState {
     /// ticker (the latest status wins), so bounded by the ticker count. `None` when there are
     /// none: the stream takes the whole box.
     pub statuses: Option<Box<StatusMap>>,
+    /// The socket's writer, when the stream's consumer handed it over (`Updates::write_direct`).
+    pub direct: Option<Arc<dyn DirectWrite>>,
+    /// The stream's last poll found nothing to emit, so its consumer holds nothing: a price
+    /// written through `direct` now cannot overtake an older one still on its way.
+    pub parked: bool,
 }
 
 /// Latest tick per ticker (a snapshot being queued).
@@ -110,16 +115,29 @@ impl Session {
                 pending: HashMap::default(),
                 snapshot: None,
                 statuses: None,
+                direct: None,
+                parked: false,
             }),
         }
     }
 
-    /// Fan-out entry point: conflate `tick` into the pending map and wake the stream if it was
-    /// idle. Never blocks beyond a short uncontended lock, never does I/O.
+    /// Fan-out entry point: write `tick` straight to an idle socket (`direct`), or conflate it
+    /// into the pending map and wake the stream if it was idle. Never blocks beyond a short
+    /// uncontended lock; the only I/O is the direct write's one non-blocking send.
     pub fn offer(&self, tick: &SharedTick, metrics: &Metrics) {
         let waker = {
             let mut st = self.stream.lock();
             if st.life != Life::Streaming {
+                return;
+            }
+            // The stream is parked with nothing waiting, so its socket is idle: the price goes
+            // straight to it, under this lock, so the stream cannot take a batch meanwhile.
+            if st.parked
+                && st.pending.is_empty()
+                && st.statuses.is_none()
+                && st.snapshot.is_none()
+                && st.direct.as_ref().is_some_and(|d| d.write_prices(std::slice::from_ref(tick)))
+            {
                 return;
             }
             if st.pending.insert(tick.ticker(), Arc::clone(tick)).is_some() {

@@ -58,6 +58,21 @@ impl Updates {
     }
 }
 
+impl Updates {
+    /// See [`MonitoringService::write_direct`](tickstream_api::MonitoringService::write_direct).
+    /// A paced stream (a rate cap, or the coalescing window) keeps every price in its map: its
+    /// point is to send fewer messages than prices.
+    pub(crate) fn write_direct(&mut self, writer: Arc<dyn tickstream_api::DirectWrite>) {
+        if self.min_interval.is_some() {
+            return;
+        }
+        let mut st = self.session.stream.lock();
+        if st.epoch == self.epoch && st.life == Life::Streaming {
+            st.direct = Some(writer);
+        }
+    }
+}
+
 impl Stream for Updates {
     type Item = SessionEvent;
 
@@ -69,6 +84,8 @@ impl Stream for Updates {
         loop {
             let pace_until = {
                 let mut st = this.session.stream.lock();
+                // Whatever this poll returns, the consumer holds it until it polls again.
+                st.parked = false;
                 if let Life::Ended(reason) = st.life {
                     this.finished = true;
                     return Poll::Ready(Some(SessionEvent::Closed(reason)));
@@ -100,6 +117,7 @@ impl Stream for Updates {
                 if st.waker.as_ref().is_none_or(|w| !w.will_wake(cx.waker())) {
                     st.waker = Some(cx.waker().clone());
                 }
+                st.parked = true;
                 if st.pending.is_empty() { None } else { pace_until }
             };
             // Rate-capped with updates waiting: also wake when the interval is over.
@@ -118,7 +136,13 @@ impl Stream for Updates {
 impl Drop for Updates {
     fn drop(&mut self) {
         let mut st = self.session.stream.lock();
-        if st.epoch == self.epoch && st.life == Life::Streaming {
+        if st.epoch != self.epoch {
+            return;
+        }
+        // The writer holds the socket: it goes with the stream, whatever the session's state.
+        st.direct = None;
+        st.parked = false;
+        if st.life == Life::Streaming {
             st.set_life(Life::Detached { since: Instant::now() }, &self.metrics);
             st.waker = None;
             st.pending = Default::default();

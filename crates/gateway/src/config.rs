@@ -65,6 +65,9 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// Most clients each per-client table tracks (the bound on their memory).
     pub max_tracked_clients: usize,
+    /// Let the engine's fan-out write a price straight to an idle WebSocket (`direct.rs`);
+    /// off (the default), every message is written by the connection's task.
+    pub direct_writes: bool,
 }
 
 impl GatewayConfig {
@@ -96,6 +99,7 @@ impl GatewayConfig {
         max_http_connections_per_ip: 256,
         trusted_proxies: Vec::new(),
         max_tracked_clients: 100_000,
+        direct_writes: false,
     };
 
     /// Checks the invariants every gateway relies on.

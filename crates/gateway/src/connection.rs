@@ -5,7 +5,9 @@
 //! the socket, so replies, pings and data can never interleave mid-frame (reference bug #6), and
 //! a due ping goes out before any further data, after at most one in-flight write (bug #7). While
 //! a write is in flight the engine keeps conflating, so the next message carries everything that
-//! changed meanwhile.
+//! changed meanwhile. (With `--direct-writes` the engine's fan-out also writes whole price
+//! frames while this loop writes nothing; the socket's lock and `seq` keep it one writer at a
+//! time: `crate::direct`.)
 //!
 //! The loop never waits on the monitoring service: a ticker change (a gRPC call behind a
 //! gateway, up to its 5 s deadline) runs as a future that the loop polls as one more branch, and
@@ -33,6 +35,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::GatewayConfig;
 use crate::close::{CloseCode, Ending};
+use crate::direct::DirectSocket;
 use crate::encoding::{Encoding, Reply};
 use crate::protocol::DataKind;
 
@@ -43,7 +46,7 @@ mod send;
 mod shutdown;
 
 use requests::{Request, Requests};
-use send::timed_send;
+use send::{timed_flush, timed_send};
 
 /// What the connection loop needs from a socket.
 pub trait Transport:
@@ -68,6 +71,9 @@ pub struct Connection<S> {
     pub auth: Option<Box<StreamAuth>>,
     /// JSON text frames or the binary subprotocol, as negotiated in the handshake.
     pub encoding: Encoding,
+    /// The socket as the engine's fan-out writes to it, with direct writes on (`direct.rs`):
+    /// then it numbers the messages.
+    pub(crate) direct: Option<Arc<DirectSocket>>,
 }
 
 /// Token bucket for inbound client messages.
@@ -164,6 +170,9 @@ impl<S: MonitoringService> Connection<S> {
     /// and this future holds references (moving them in would store each twice in the task).
     pub async fn run<T: Transport>(&self, ws: &mut T, updates: &mut S::Updates) -> Ending {
         let Err(ending) = self.serve(ws, updates).await;
+        if let Some(direct) = &self.direct {
+            direct.stop();
+        }
         self.close(ws, ending).await;
         self.metrics.ws_disconnects.with_label_values(&[&ending.label()]).inc();
         ending
@@ -258,6 +267,11 @@ impl<S: MonitoringService> Connection<S> {
                         heartbeat.expire_at(at);
                     }
                 }
+                // A direct write the kernel took only in part: its remainder goes out now.
+                () = std::future::poll_fn(|cx| self.direct.as_ref().map_or(std::task::Poll::Pending, |d| d.poll_remainder(cx))),
+                    if self.direct.is_some() => {
+                    timed_flush(ws, cfg.write_timeout, Some(&self.shutdown)).await?;
+                }
                 reply = requests.next_reply(), if requests.busy() => {
                     self.reply(ws, &reply).await?;
                     if let Some(at) = requests.take_extension() {
@@ -280,17 +294,39 @@ impl<S: MonitoringService> Connection<S> {
             Some(SessionEvent::Snapshot(ticks)) => (DataKind::Snapshot, ticks),
             Some(SessionEvent::Prices(ticks)) => (DataKind::Prices, ticks),
             Some(SessionEvent::Status(statuses)) => {
-                *seq += 1;
-                return self.write(ws, self.encoding.status(*seq, &statuses)).await;
+                let n = self.next_seq(seq);
+                let written = self.write(ws, self.encoding.status(n, &statuses)).await;
+                self.written();
+                return written;
             }
             Some(SessionEvent::Closed(reason)) => return Err(Ending::Server(close_code(reason))),
             // A stream must end with `Closed`; ending silently is an engine fault.
             None => return Err(Ending::Server(CloseCode::InternalError)),
         };
-        *seq += 1;
-        self.write(ws, self.encoding.data(kind, *seq, &ticks)).await?;
+        let n = self.next_seq(seq);
+        let written = self.write(ws, self.encoding.data(kind, n, &ticks)).await;
+        self.written();
+        written?;
         self.delivered(&ticks, kind == DataKind::Prices);
         Ok(())
+    }
+
+    /// The next message number: the connection's own, or with direct writes the socket's,
+    /// which then holds its direct writes until [`Connection::written`].
+    fn next_seq(&self, seq: &mut u64) -> u64 {
+        match &self.direct {
+            Some(direct) => direct.begin(),
+            None => {
+                *seq += 1;
+                *seq
+            }
+        }
+    }
+
+    fn written(&self) {
+        if let Some(direct) = &self.direct {
+            direct.end();
+        }
     }
 
     fn reply<'a, T: Transport>(

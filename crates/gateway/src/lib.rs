@@ -6,6 +6,8 @@
 //! - [`edge_tls`]: the optional rustls handshake in front of it (`https://`, `wss://`);
 //! - [`rest`]: REST routes; [`listing`]: the cache in front of `GET /api/v1/tickers`;
 //! - [`connection`]: one task per WebSocket (reader, single writer, heartbeats);
+//! - `direct`: the socket shared with the engine's fan-out, which writes a price straight to it
+//!   while it is idle (direct writes);
 //! - [`protocol`]: the WebSocket JSON messages, as pure functions; [`encoding`]: JSON or the
 //!   binary subprotocol `tickstream.v1.proto`, chosen in the handshake;
 //! - [`sse`]: `GET /api/v1/sessions/{id}/events`, a session's stream as Server-Sent Events;
@@ -36,6 +38,7 @@ pub mod auth;
 pub mod close;
 mod config;
 pub mod connection;
+mod direct;
 pub mod edge_tls;
 pub mod encoding;
 pub mod error;

@@ -185,6 +185,11 @@ impl StallGuard {
         Self { inner, limit, stalled: None }
     }
 
+    /// SPIKE: a non-blocking write outside tokio's budget (the fan-out's direct writes).
+    pub(crate) fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.try_write(buf)
+    }
+
     /// Called when a write is pending: starts the stall timer, or fails once it has run out.
     fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         let limit = self.limit;

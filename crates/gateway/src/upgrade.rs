@@ -15,7 +15,6 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tickstream_api::{ErrorCode, MonitoringService, SessionId};
 use tickstream_telemetry::GaugeGuard;
@@ -27,6 +26,7 @@ use crate::AppState;
 use crate::auth::{Caller, StreamAuth};
 use crate::close::{CloseCode, Ending};
 use crate::connection::Connection;
+use crate::direct::SocketIo;
 use crate::encoding::Encoding;
 use crate::error::ApiError;
 use crate::limits::table::Slot;
@@ -109,6 +109,7 @@ pub async fn ws_upgrade<S: MonitoringService>(
         }
     })?;
     let connection = Connection {
+        direct: None,
         service: st.service.clone(),
         session,
         config: st.config.clone(),
@@ -133,7 +134,7 @@ pub async fn ws_upgrade<S: MonitoringService>(
 /// are borrowed by the loop, not moved into it. Its size is pinned by a test
 /// (`connection::size_tests`).
 pub(crate) async fn connection_task<S: MonitoringService>(
-    connection: Connection<S>,
+    mut connection: Connection<S>,
     mut updates: S::Updates,
     on_upgrade: OnUpgrade,
     admitted: Admitted,
@@ -151,8 +152,13 @@ pub(crate) async fn connection_task<S: MonitoringService>(
     };
     let _open = GaugeGuard::new(&connection.metrics.ws_connections);
     let config = ws_config(&connection.config);
-    let mut socket =
-        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let (io, direct) = SocketIo::new(upgraded, &connection.config, connection.encoding, &connection.metrics);
+    if let Some(direct) = direct {
+        // The engine writes through it only once the stream has parked, after the snapshot.
+        connection.service.write_direct(&mut updates, Arc::clone(&direct) as _);
+        connection.direct = Some(direct);
+    }
+    let mut socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let ending = connection.run(&mut socket, &mut updates).await;
     if ending == Ending::Server(CloseCode::SessionEnded) {
         limits.session_gone(session);

@@ -49,6 +49,9 @@ pub struct Metrics {
     pub updates_conflated: IntCounter,
     /// `tickstream_ws_messages_sent_total`: WebSocket text messages written.
     pub ws_messages_sent: IntCounter,
+    /// `tickstream_ws_direct_writes_total`: of those, prices the fan-out wrote straight to an
+    /// idle socket (`--direct-writes`).
+    pub ws_direct_writes: IntCounter,
     /// `tickstream_ws_disconnects_total{code}`: ended WebSockets by close code.
     pub ws_disconnects: IntCounterVec,
     /// `tickstream_delivery_latency_seconds`: publish `ts` → written to the socket, per update.
@@ -139,6 +142,10 @@ impl Metrics {
                 "Pending updates replaced by a newer price before delivery",
             ),
             ws_messages_sent: counter("tickstream_ws_messages_sent_total", "WebSocket text messages written"),
+            ws_direct_writes: counter(
+                "tickstream_ws_direct_writes_total",
+                "WebSocket messages the fan-out wrote straight to an idle socket",
+            ),
             ws_disconnects: IntCounterVec::new(
                 Opts::new("tickstream_ws_disconnects_total", "Closed WebSockets by close code"),
                 &["code"],
@@ -217,6 +224,7 @@ impl Metrics {
         reg(Box::new(m.updates_delivered.clone()));
         reg(Box::new(m.updates_conflated.clone()));
         reg(Box::new(m.ws_messages_sent.clone()));
+        reg(Box::new(m.ws_direct_writes.clone()));
         reg(Box::new(m.ws_disconnects.clone()));
         reg(Box::new(m.delivery_latency.clone()));
         reg(Box::new(m.session_create.clone()));
@@ -376,6 +384,7 @@ mod tests {
             "tickstream_updates_delivered_total",
             "tickstream_updates_conflated_total",
             "tickstream_ws_messages_sent_total",
+            "tickstream_ws_direct_writes_total",
             "tickstream_ws_disconnects_total{code=\"1000\"} 1",
             "tickstream_delivery_latency_seconds_bucket",
             "tickstream_session_create_seconds_bucket",

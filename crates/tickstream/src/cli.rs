@@ -83,6 +83,10 @@ pub struct EdgeOpts {
     /// connections between them.
     #[arg(long, env = "TICKSTREAM_REUSE_PORT")]
     pub reuse_port: bool,
+    /// Let the fan-out write a price straight to an idle WebSocket, with no task wake-up (less
+    /// CPU per frame when each update needs its own frame; `serve` on plain TCP only).
+    #[arg(long, env = "TICKSTREAM_DIRECT_WRITES")]
+    pub direct_writes: bool,
     /// Interval of WebSocket Ping frames.
     #[arg(long, env = "TICKSTREAM_HEARTBEAT_INTERVAL", value_parser = duration,
           default_value = duration_default!(GatewayConfig::DEFAULT.heartbeat_interval))]

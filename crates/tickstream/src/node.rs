@@ -57,6 +57,7 @@ pub(crate) fn gateway_config(edge: &EdgeOpts, common: &CommonOpts) -> GatewayCon
         max_http_connections_per_ip: edge.max_http_connections_per_ip,
         trusted_proxies: edge.trusted_proxies.clone(),
         max_tracked_clients: edge.max_tracked_clients,
+        direct_writes: edge.direct_writes,
         ..GatewayConfig::default()
     }
 }

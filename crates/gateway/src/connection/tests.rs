@@ -119,6 +119,7 @@ async fn harness_on<S: MonitoringService>(
         shutdown: shutdown.clone(),
         auth: None,
         encoding: crate::encoding::Encoding::Json,
+        direct: None,
     };
     let task = tokio::spawn(async move {
         let (mut transport, mut updates) = (ChannelTransport { inbound, outbound }, updates);
