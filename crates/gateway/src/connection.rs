@@ -12,8 +12,8 @@
 //! The loop never waits on the monitoring service: a ticker change (a gRPC call behind a
 //! gateway, up to its 5 s deadline) runs as a future that the loop polls as one more branch, and
 //! requests that arrive meanwhile wait their turn (`requests`), so pings, shutdown and data keep
-//! flowing while it runs. Branches, biased in this order: shutdown, heartbeat, client frames, the
-//! next reply to a client request, data.
+//! flowing while it runs. Branches, biased in this order: shutdown, heartbeat, client frames, a
+//! direct write's remainder (`--direct-writes`), the next reply to a client request, data.
 //!
 //! The loop is generic over the transport (any `Stream + Sink` of messages), so its rules are
 //! unit-tested with channels and tokio's paused clock.
