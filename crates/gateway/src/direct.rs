@@ -147,36 +147,7 @@ impl DirectSocket {
         frame.extend_from_slice(&payload);
         frame
     }
-}
 
-/// A server frame's header (FIN, unmasked) for `len` payload bytes (RFC 6455 §5.2).
-fn header(opcode: u8, len: usize, out: &mut Vec<u8>) {
-    out.push(0x80 | opcode);
-    if len < 126 {
-        out.push(len as u8);
-    } else if let Ok(len) = u16::try_from(len) {
-        out.push(126);
-        out.extend_from_slice(&len.to_be_bytes());
-    } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-}
-
-impl DirectWrite for DirectSocket {
-    fn write_prices(&self, ticks: &[SharedTick]) -> bool {
-        if !self.write_frame(|seq| self.frame(seq, ticks)) {
-            return false;
-        }
-        self.metrics.ws_direct_writes.inc();
-        self.metrics.ws_messages_sent.inc();
-        self.metrics.updates_delivered.inc_by(ticks.len() as u64);
-        self.metrics.observe_delivery(ticks.iter().map(|t| t.ts_ms()));
-        true
-    }
-}
-
-impl DirectSocket {
     /// Writes the frame `frame(seq)` makes as the socket's next message, if the socket is idle
     /// and takes at least its first byte.
     fn write_frame(&self, frame: impl FnOnce(u64) -> Vec<u8>) -> bool {
@@ -213,6 +184,53 @@ impl DirectSocket {
     }
 }
 
+/// A server frame's header (FIN, unmasked) for `len` payload bytes (RFC 6455 §5.2).
+fn header(opcode: u8, len: usize, out: &mut Vec<u8>) {
+    out.push(0x80 | opcode);
+    if len < 126 {
+        out.push(len as u8);
+    } else if let Ok(len) = u16::try_from(len) {
+        out.push(126);
+        out.extend_from_slice(&len.to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+impl DirectWrite for DirectSocket {
+    fn write_prices(&self, ticks: &[SharedTick]) -> bool {
+        if !self.write_frame(|seq| self.frame(seq, ticks)) {
+            return false;
+        }
+        self.metrics.ws_direct_writes.inc();
+        self.metrics.ws_messages_sent.inc();
+        self.metrics.updates_delivered.inc_by(ticks.len() as u64);
+        self.metrics.observe_delivery(ticks.iter().map(|t| t.ts_ms()));
+        true
+    }
+}
+
+/// Writes the remainder of a direct frame, if any.
+fn flush_remainder(st: &mut State, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    while !st.remainder.is_empty() {
+        let n = std::task::ready!(Pin::new(&mut st.io).poll_write(cx, &st.remainder))?;
+        if n == 0 {
+            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+        }
+        st.remainder.drain(..n);
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// A WebSocket's transport as tungstenite reads and writes it: shared with the fan-out, or the
+/// task's alone (direct writes off, or TLS). One type for both, so the connection task is one
+/// future whichever it is.
+pub(crate) enum SocketIo {
+    Shared(Arc<DirectSocket>),
+    Plain(TokioIo<Upgraded>),
+}
+
 impl SocketIo {
     /// The transport for `upgraded`, and the direct socket in it when there is one: with direct
     /// writes on and the connection plain TCP (the fan-out writes to the TCP stream itself;
@@ -235,26 +253,23 @@ impl SocketIo {
             Err(upgraded) => (Self::Plain(TokioIo::new(upgraded)), None),
         }
     }
-}
 
-/// Writes the remainder of a direct frame, if any.
-fn flush_remainder(st: &mut State, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-    while !st.remainder.is_empty() {
-        let n = std::task::ready!(Pin::new(&mut st.io).poll_write(cx, &st.remainder))?;
-        if n == 0 {
-            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+    /// `op` on the stream: at once if it is the task's alone, after a direct frame's remainder
+    /// if it is shared.
+    fn after_remainder<T>(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(Pin<&mut (dyn AsyncWrite + Unpin)>, &mut Context<'_>) -> Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match self.get_mut() {
+            SocketIo::Plain(io) => op(Pin::new(io), cx),
+            SocketIo::Shared(socket) => {
+                let mut st = socket.state.lock();
+                std::task::ready!(flush_remainder(&mut st, cx))?;
+                op(Pin::new(&mut st.io), cx)
+            }
         }
-        st.remainder.drain(..n);
     }
-    Poll::Ready(Ok(()))
-}
-
-/// A WebSocket's transport as tungstenite reads and writes it: shared with the fan-out, or the
-/// task's alone (direct writes off, or TLS). One type for both, so the connection task is one
-/// future whichever it is.
-pub(crate) enum SocketIo {
-    Shared(Arc<DirectSocket>),
-    Plain(TokioIo<Upgraded>),
 }
 
 impl AsyncRead for SocketIo {
@@ -294,25 +309,6 @@ impl AsyncWrite for SocketIo {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.after_remainder(cx, |io, cx| io.poll_shutdown(cx))
-    }
-}
-
-impl SocketIo {
-    /// `op` on the stream: at once if it is the task's alone, after a direct frame's remainder
-    /// if it is shared.
-    fn after_remainder<T>(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        op: impl FnOnce(Pin<&mut (dyn AsyncWrite + Unpin)>, &mut Context<'_>) -> Poll<io::Result<T>>,
-    ) -> Poll<io::Result<T>> {
-        match self.get_mut() {
-            SocketIo::Plain(io) => op(Pin::new(io), cx),
-            SocketIo::Shared(socket) => {
-                let mut st = socket.state.lock();
-                std::task::ready!(flush_remainder(&mut st, cx))?;
-                op(Pin::new(&mut st.io), cx)
-            }
-        }
     }
 }
 

@@ -7,9 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Gauges, WAIT, eventually, next_json, price_of, send_text, server};
-use futures::StreamExt;
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Waits for `tickstream_ws_messages_sent_total` to reach `read` (a message is counted once
 /// written, and the client may read it first), and checks it goes no further.
@@ -96,13 +94,8 @@ async fn a_socket_that_fills_mid_frame_keeps_every_frame_whole_and_the_latest_pr
     let direct = s.counter("tickstream_ws_direct_writes_total").await;
     assert!(direct > 0, "the first price of a burst went straight to the socket");
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("messages keep coming")
-            .expect("open")
-            .expect("every frame parses");
-        let Message::Text(text) = msg else { continue };
-        let msg: Value = serde_json::from_str(&text).expect("whole JSON messages");
+        // Every frame parses, and is a whole JSON message.
+        let msg = next_json(&mut ws).await;
         assert_eq!(seq(&msg), last_seq + 1, "no gap, no repeat: {msg}");
         last_seq += 1;
         if price_of(&msg, "AAPL") == Some(latest) {
